@@ -1,0 +1,52 @@
+"""Shared fixtures: one scripted serving endpoint on 127.0.0.1 for the whole run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving_server import ServingTestServer
+
+TEST_TOKEN = "dapi-test-token-0123456789"
+
+_ENV_VARS = (
+    "DATABRICKS_HOST",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_ID",
+    "DATABRICKS_CLIENT_SECRET",
+    "DATABRICKS_CONFIG_PROFILE",
+    "DATABRICKS_CONFIG_FILE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's own DATABRICKS_* variables or ~/.databrickscfg."""
+    for name in _ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-such-databrickscfg"))
+
+
+@pytest.fixture(scope="session")
+def _server_instance() -> Iterator[ServingTestServer]:
+    server = ServingTestServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(_server_instance: ServingTestServer) -> Iterator[ServingTestServer]:
+    """The shared test endpoint, emptied before each test."""
+    _server_instance.reset()
+    yield _server_instance
+    _server_instance.reset()
+
+
+@pytest.fixture
+def serving_env(server: ServingTestServer, monkeypatch: pytest.MonkeyPatch) -> ServingTestServer:
+    """DATABRICKS_HOST / DATABRICKS_TOKEN pointing at the test endpoint."""
+    monkeypatch.setenv("DATABRICKS_HOST", server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", TEST_TOKEN)
+    return server

@@ -1,0 +1,265 @@
+"""A scriptable serving endpoint on 127.0.0.1 for the tests: real sockets, real HTTP.
+
+Tests queue replies per path (`server.reply(path, Reply.json(...))`) or install a handler
+(`server.handle(path, fn)`), then drive the package's public classes at `server.url` and
+assert on `server.requests`. No httpx internals are mocked: everything crosses a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(self.raw.decode()).items()}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    events: list[bytes] | None = None  # SSE frames, written one by one
+    event_delay: float = 0.0
+
+    @classmethod
+    def json(
+        cls, obj: Any, status: int = 200, headers: dict[str, str] | None = None, delay: float = 0
+    ) -> Reply:
+        return cls(
+            status,
+            json.dumps(obj).encode(),
+            {"Content-Type": "application/json", **(headers or {})},
+            delay,
+        )
+
+    @classmethod
+    def text(
+        cls,
+        text: str,
+        status: int,
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        return cls(status, text.encode(), {"Content-Type": content_type, **(headers or {})})
+
+    @classmethod
+    def sse(
+        cls,
+        chunks: Iterable[Any],
+        *,
+        done: bool = True,
+        raw: bool = False,
+        event_delay: float = 0.0,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """Chunks are dicts (sent as `data: {json}`), or with raw=True ready-made frames."""
+        frames = [
+            (c if isinstance(c, bytes) else c.encode())
+            if raw
+            else f"data: {json.dumps(c)}\n\n".encode()
+            for c in chunks
+        ]
+        if done:
+            frames.append(b"data: [DONE]\n\n")
+        return cls(
+            200,
+            b"",
+            {"Content-Type": "text/event-stream", **(headers or {})},
+            events=frames,
+            event_delay=event_delay,
+        )
+
+
+Handler = Callable[[RecordedRequest], Reply]
+
+
+class ServingTestServer:
+    """A threaded HTTP/1.1 server; routes are exact paths, replies are scripted."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Reply]] = defaultdict(deque)
+        self._handlers: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> ServingTestServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._queues.clear()
+            self._handlers.clear()
+            self.requests.clear()
+            self.in_flight = 0
+            self.max_in_flight = 0
+
+    def reply(self, path: str, *replies: Reply) -> None:
+        """Queue replies for `path`; each request takes the next one (the last one repeats)."""
+        with self._lock:
+            self._queues[path].extend(replies)
+
+    def handle(self, path: str, handler: Handler) -> None:
+        """Answer every request to `path` with `handler(request)`."""
+        with self._lock:
+            self._handlers[path] = handler
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == path]
+
+    def _next_reply(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            handler = self._handlers.get(request.path)
+            queue = self._queues.get(request.path)
+            if handler is None and queue:
+                return queue.popleft() if len(queue) > 1 else queue[0]
+        if handler is not None:
+            return handler(request)
+        return Reply.json(
+            {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"no route {request.path}"},
+            404,
+        )
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                request = RecordedRequest(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    raw,
+                )
+                with server._lock:
+                    server.requests.append(request)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server._next_reply(request)
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    self._write(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _write(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                if reply.events is None:
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                    return
+                # A stream: no length, so the connection closes when it ends.
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for frame in reply.events:
+                    if reply.event_delay:
+                        time.sleep(reply.event_delay)
+                    self.wfile.write(frame)
+                    self.wfile.flush()
+                self.close_connection = True
+
+        return _Handler
+
+
+def chat_response(
+    content: Any = "Hello!",
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    finish_reason: str = "stop",
+    usage: dict[str, Any] | None = None,
+    model: str = "test-model",
+    id: str = "chatcmpl-1",
+) -> dict[str, Any]:
+    """A `chat.completion` body in the contract's shape."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": id,
+        "object": "chat.completion",
+        "created": 1721875529,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
+        ],
+        "usage": usage
+        if usage is not None
+        else {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }
+
+
+def chat_chunk(
+    delta: dict[str, Any] | None = None,
+    *,
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    choices: bool = True,
+    model: str = "test-model",
+) -> dict[str, Any]:
+    """A `chat.completion.chunk`; `choices=False` gives the final usage-only chunk."""
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1721877054,
+        "model": model,
+        "choices": [
+            {"index": 0, "delta": delta or {}, "finish_reason": finish_reason, "logprobs": None}
+        ]
+        if choices
+        else [],
+    }
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk
