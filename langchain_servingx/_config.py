@@ -149,7 +149,10 @@ def _profile_layer(name: str | None, env: Mapping[str, str]) -> _Layer | None:
                 f"profile {name!r} was requested but the config file {str(path)!r} does not exist"
             )
         return None
-    parser = configparser.ConfigParser(interpolation=None)
+    # [DEFAULT] is read as an ordinary profile: configparser would otherwise copy its keys
+    # into every other section, so [sp] would inherit DEFAULT's token (a false conflict) or
+    # its host (a request to the wrong workspace). The Databricks SDK reads it the same way.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00no-defaults")
     try:
         parser.read(path, encoding="utf-8")
     except configparser.Error as exc:
@@ -157,14 +160,13 @@ def _profile_layer(name: str | None, env: Mapping[str, str]) -> _Layer | None:
             f"cannot parse config file {str(path)!r}: {exc.__class__.__name__}"
         ) from None
     section = name or DEFAULT_PROFILE
-    if section == DEFAULT_PROFILE:
-        values: Mapping[str, str] = parser.defaults()
-        if not values:
-            if name is not None:
-                raise ServingConfigurationError(f"config file {str(path)!r} has no [DEFAULT]")
-            return None
-    elif parser.has_section(section):
+    values: Mapping[str, str]
+    if parser.has_section(section):
         values = parser[section]
+    elif section == DEFAULT_PROFILE:
+        if name is not None:
+            raise ServingConfigurationError(f"config file {str(path)!r} has no [DEFAULT]")
+        return None
     else:
         known = ", ".join(parser.sections()) or "none"
         raise ServingConfigurationError(
