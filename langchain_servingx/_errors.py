@@ -29,6 +29,7 @@ __all__ = [
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
+    "ServingDeadlineExceededError",
     "ServingError",
     "ServingInvalidRequestError",
     "ServingNotFoundError",
@@ -44,7 +45,10 @@ _REQUEST_ID_HEADERS = ("x-request-id", "x-databricks-request-id", "request-id")
 
 
 class ServingError(Exception):
-    """An endpoint call failed; says which endpoint, how, and with which request id."""
+    """An endpoint call failed; says which endpoint, how, and with which request id.
+
+    `retry_after` is the server's `Retry-After` hint in seconds (429 and 503 carry one).
+    """
 
     def __init__(
         self,
@@ -54,12 +58,14 @@ class ServingError(Exception):
         error_code: str | None = None,
         endpoint: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
         self.status_code = status_code
         self.error_code = error_code
         self.endpoint = endpoint
         self.request_id = request_id
+        self.retry_after = retry_after
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -81,6 +87,7 @@ class ServingError(Exception):
             "error_code": self.error_code,
             "endpoint": self.endpoint,
             "request_id": self.request_id,
+            "retry_after": self.retry_after,
         }
 
 
@@ -115,20 +122,17 @@ class ServingContextOverflowError(ServingInvalidRequestError, ContextOverflowErr
 class ServingRateLimitError(ServingError, ModelRateLimitError):
     """429: rate or token limit exceeded; `retry_after` holds the server's hint in seconds."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-
-    def _attributes(self) -> dict[str, Any]:
-        return {**super()._attributes(), "retry_after": self.retry_after}
-
 
 class ServingServerError(ServingError, ModelAPIError):
     """5xx: the endpoint or a gateway in front of it failed."""
 
 
 class ServingTimeoutError(ServingError, ModelTimeoutError):
-    """The request ran past `timeout` (504 from the server, or a client-side timeout)."""
+    """The request ran past a time limit: 408 or 504 from the server, or `timeout` here."""
+
+
+class ServingDeadlineExceededError(ServingTimeoutError, ServingServerError):
+    """504: the model or a gateway ran past its time limit (a timeout and a 5xx)."""
 
 
 class ServingConnectionError(ServingError, ModelConnectionError):
@@ -156,7 +160,7 @@ _STATUS_CLASSES: dict[int, type[ServingError]] = {
     413: ServingInvalidRequestError,
     422: ServingInvalidRequestError,
     429: ServingRateLimitError,
-    504: ServingTimeoutError,
+    504: ServingDeadlineExceededError,
 }
 
 _CONTEXT_OVERFLOW = re.compile(
@@ -270,7 +274,6 @@ def error_from_response(
         "error_code": error_code,
         "endpoint": endpoint,
         "request_id": request_id_from(headers),
+        "retry_after": parse_retry_after(headers),
     }
-    if cls is ServingRateLimitError:
-        return ServingRateLimitError(message, retry_after=parse_retry_after(headers), **common)
     return cls(message, **common)

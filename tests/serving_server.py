@@ -263,3 +263,47 @@ def chat_chunk(
     if usage is not None:
         chunk["usage"] = usage
     return chunk
+
+
+def make_transport(
+    url: str,
+    *,
+    token: str | None = "dapi-test-token-0123456789",  # noqa: S107 - a test token
+    max_retries: int = 0,
+    timeout: float | None = 5.0,
+    served_model: str | None = None,
+    openai_compatible: bool = False,
+    base_url: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """An `InvocationTransport` at `url` (the host) with a token; no retries unless asked.
+
+    Extra keyword arguments go to `RetryPolicy` when they are its fields (`initial_delay`,
+    `retry_read_timeouts`, ...) and to the transport otherwise (`auth`, `allow_insecure_http`).
+    """
+    from dataclasses import fields
+
+    from pydantic import SecretStr
+
+    from langchain_servingx._config import ConnectionSettings
+    from langchain_servingx._transport import EndpointAddress, InvocationTransport, RetryPolicy
+
+    policy_fields = {f.name for f in fields(RetryPolicy)}
+    policy = {k: kwargs.pop(k) for k in list(kwargs) if k in policy_fields}
+    settings = ConnectionSettings(
+        host=url, credential=SecretStr(token) if token else None, source="the tests"
+    )
+    address = EndpointAddress.build(
+        host=url,
+        base_url=base_url,
+        served_model=served_model,
+        openai_compatible=openai_compatible,
+    )
+    return InvocationTransport(
+        settings,
+        address,
+        timeout=timeout,
+        retry=RetryPolicy(max_retries=max_retries, **policy),
+        require_credentials=base_url is None,
+        **kwargs,
+    )
