@@ -1,5 +1,41 @@
-"""LangChain integrations for model serving endpoints."""
+"""LangChain chat models, embeddings and LLMs on model serving endpoints."""
 
+from langchain_servingx._errors import (
+    ServingAuthenticationError,
+    ServingConfigurationError,
+    ServingConnectionError,
+    ServingContextOverflowError,
+    ServingError,
+    ServingInvalidRequestError,
+    ServingNotFoundError,
+    ServingPermissionDeniedError,
+    ServingRateLimitError,
+    ServingResponseError,
+    ServingServerError,
+    ServingStreamError,
+    ServingTimeoutError,
+)
 from langchain_servingx._version import __version__
+from langchain_servingx.chat_models import ChatServing
+from langchain_servingx.embeddings import ServingEmbeddings
+from langchain_servingx.llms import ServingLLM
 
-__all__ = ["__version__"]
+__all__ = [
+    "ChatServing",
+    "ServingAuthenticationError",
+    "ServingConfigurationError",
+    "ServingConnectionError",
+    "ServingContextOverflowError",
+    "ServingEmbeddings",
+    "ServingError",
+    "ServingInvalidRequestError",
+    "ServingLLM",
+    "ServingNotFoundError",
+    "ServingPermissionDeniedError",
+    "ServingRateLimitError",
+    "ServingResponseError",
+    "ServingServerError",
+    "ServingStreamError",
+    "ServingTimeoutError",
+    "__version__",
+]

@@ -36,8 +36,8 @@ class ServingClientBase(BaseModel):
     host: str | None = None
     """Workspace URL; default `DATABRICKS_HOST`, then the config profile."""
 
-    token: SecretStr | None = None
-    """Personal access token; default `DATABRICKS_TOKEN`, then the config profile."""
+    token: SecretStr | None = Field(default=None, alias="api_key")
+    """Personal access token (alias `api_key`); default `DATABRICKS_TOKEN`, then the profile."""
 
     client_id: str | None = None
     """OAuth machine-to-machine client id; default `DATABRICKS_CLIENT_ID`."""

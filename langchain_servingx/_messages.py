@@ -1,0 +1,438 @@
+"""LangChain messages <-> the wire's chat dicts, content blocks and usage.
+
+Outgoing: every LangChain message kind and content form (strings, OpenAI parts, v0 and v1
+LangChain blocks, images, reasoning with signatures) becomes the contract's chat dicts.
+Incoming: answers and stream deltas become `AIMessage`s whose reasoning and text are
+separate standard blocks, tool calls are parsed without raising, and usage is mapped
+without inflating `input_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    convert_to_openai_data_block,
+    is_data_content_block,
+)
+from langchain_core.messages import content as types
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
+from langchain_core.messages.block_translators import register_translator
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
+
+__all__ = [
+    "MODEL_PROVIDER",
+    "StreamAssembler",
+    "message_from_wire",
+    "messages_to_wire",
+    "usage_from_wire",
+]
+
+MODEL_PROVIDER = "servingx"
+
+# --------------------------------------------------------------------------------------
+# Outgoing: LangChain -> wire
+# --------------------------------------------------------------------------------------
+
+
+def messages_to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Convert a conversation to the contract's `messages` list."""
+    return [_message_to_wire(m, i) for i, m in enumerate(messages)]
+
+
+def _message_to_wire(message: BaseMessage, position: int) -> dict[str, Any]:
+    # `name` is never sent: some foundation-model endpoints reject it.
+    if isinstance(message, HumanMessage):
+        return {"role": "user", "content": _content_to_wire(message.content, position)}
+    if isinstance(message, AIMessage):
+        return _assistant_to_wire(message, position)
+    if isinstance(message, SystemMessage):
+        return {"role": "system", "content": _content_to_wire(message.content, position)}
+    if isinstance(message, ToolMessage):
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id,
+            "content": _tool_content_to_wire(message.content, position),
+        }
+    if isinstance(message, ChatMessage):
+        return {"role": message.role, "content": _content_to_wire(message.content, position)}
+    raise ValueError(
+        f"message {position} is a {type(message).__name__}, which serving endpoints cannot "
+        "take; use SystemMessage, HumanMessage, AIMessage, ToolMessage or ChatMessage"
+    )
+
+
+def _content_to_wire(content: str | list[str | dict[Any, Any]], position: int) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = [p for p in (_part_to_wire(b, position) for b in content) if p is not None]
+    if all(p.get("type") == "text" for p in parts):
+        # Plain text travels as a string: every endpoint takes that.
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _part_to_wire(block: str | dict[str, Any], position: int) -> dict[str, Any] | None:
+    if isinstance(block, str):
+        return {"type": "text", "text": block}
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    if kind == "image_url":
+        return {"type": "image_url", "image_url": block["image_url"]}
+    if kind == "input_audio":
+        return {"type": "input_audio", "input_audio": block["input_audio"]}
+    if is_data_content_block(block):
+        try:
+            return convert_to_openai_data_block(block)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"message {position}: unsupported {kind} block: {exc}") from None
+    if kind in ("reasoning", "thinking", "tool_call", "tool_use", "tool_call_chunk"):
+        return None  # only meaningful in assistant turns; handled there
+    raise ValueError(
+        f"message {position}: content block of type {kind!r} cannot be sent to a serving "
+        "endpoint (expected text, image_url, image, file or input_audio)"
+    )
+
+
+def _assistant_to_wire(message: AIMessage, position: int) -> dict[str, Any]:
+    wire: dict[str, Any] = {"role": "assistant"}
+    content = _assistant_content(message.content, position)
+    if content:
+        wire["content"] = content
+    tool_calls = [_tool_call_to_wire(tc) for tc in message.tool_calls]
+    tool_calls += [_invalid_tool_call_to_wire(tc) for tc in message.invalid_tool_calls]
+    if tool_calls:
+        wire["tool_calls"] = tool_calls
+    elif "content" not in wire:
+        wire["content"] = ""  # an empty answer without tool calls is still a turn
+    return wire
+
+
+def _assistant_content(content: str | list[str | dict[Any, Any]], position: int) -> Any:
+    """Text as a string; reasoning kept (with its signature) only when it can be replayed."""
+    if isinstance(content, str):
+        return content
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append({"type": "text", "text": block})
+        elif block.get("type") == "text":
+            parts.append({"type": "text", "text": block.get("text", "")})
+        elif block.get("type") == "reasoning":
+            replay = _reasoning_to_wire(block)
+            if replay is not None:
+                parts.append(replay)
+        elif block.get("type") in ("tool_call", "tool_use", "tool_call_chunk"):
+            continue  # carried by `tool_calls`
+        else:
+            part = _part_to_wire(block, position)
+            if part is not None:
+                parts.append(part)
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _reasoning_to_wire(block: dict[str, Any]) -> dict[str, Any] | None:
+    extras = block.get("extras") or {}
+    if "summary" in extras:  # a wire item we could not map: send it back untouched
+        return {"type": "reasoning", "summary": [extras["summary"]]}
+    signature = extras.get("signature")
+    if not signature:
+        return None  # unsigned reasoning may be omitted; signed must go back whole
+    item = {"type": "summary_text", "text": block.get("reasoning", ""), "signature": signature}
+    return {"type": "reasoning", "summary": [item]}
+
+
+def _tool_call_to_wire(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+    }
+
+
+def _invalid_tool_call_to_wire(call: InvalidToolCall) -> dict[str, Any]:
+    return {
+        "id": call.get("id"),
+        "type": "function",
+        "function": {"name": call.get("name"), "arguments": call.get("args") or ""},
+    }
+
+
+def _tool_content_to_wire(content: str | list[str | dict[Any, Any]], position: int) -> Any:
+    if isinstance(content, str):
+        return content
+    wire = _content_to_wire(content, position)
+    return wire if wire or not content else json.dumps(content)
+
+
+# --------------------------------------------------------------------------------------
+# Incoming: wire -> LangChain
+# --------------------------------------------------------------------------------------
+
+
+def message_from_wire(
+    message: Mapping[str, Any], response_metadata: dict[str, Any], usage: UsageMetadata | None
+) -> AIMessage:
+    """Build the `AIMessage` of one `choices[i].message`."""
+    content = _content_from_wire(message.get("content"), streaming=False)
+    tool_calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for raw in message.get("tool_calls") or ():
+        try:
+            parsed = parse_tool_call(raw, return_id=True)
+        except Exception as exc:
+            invalid.append(make_invalid_tool_call(raw, str(exc)))
+        else:
+            if parsed is not None:
+                tool_calls.append(cast("ToolCall", parsed))
+    return AIMessage(
+        content=content,
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
+        usage_metadata=usage,
+        response_metadata=response_metadata,
+        id=response_metadata.get("id"),
+    )
+
+
+def _content_from_wire(content: Any, *, streaming: bool) -> str | list[str | dict[str, Any]]:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return json.dumps(content)
+    blocks: list[str | dict[str, Any]] = []
+    for item in content:
+        if isinstance(item, str):
+            blocks.append({"type": "text", "text": item})
+        elif item.get("type") == "text":
+            blocks.append({"type": "text", "text": item.get("text") or ""})
+        elif item.get("type") == "reasoning":
+            blocks.extend(_reasoning_from_wire(item))
+        else:
+            blocks.append({"type": "non_standard", "value": item})
+    if not streaming and all(
+        isinstance(b, dict) and b["type"] == "text" for b in blocks
+    ):  # list of plain text parts: keep content a string
+        return "".join(cast("dict[str, str]", b)["text"] for b in blocks)
+    return blocks
+
+
+def _reasoning_from_wire(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    summary = item.get("summary")
+    if not isinstance(summary, list):  # some servers put the text at top level
+        text = item.get("text") or item.get("reasoning") or ""
+        return [{"type": "reasoning", "reasoning": text}]
+    blocks: list[dict[str, Any]] = []
+    for part in summary:
+        if not isinstance(part, Mapping):
+            continue
+        if part.get("type", "summary_text") != "summary_text":
+            blocks.append({"type": "reasoning", "reasoning": "", "extras": {"summary": part}})
+            continue
+        block: dict[str, Any] = {"type": "reasoning", "reasoning": part.get("text") or ""}
+        if part.get("signature"):
+            block["extras"] = {"signature": part["signature"]}
+        blocks.append(block)
+    return blocks
+
+
+def usage_from_wire(usage: Mapping[str, Any] | None) -> UsageMetadata | None:
+    """Map the contract's usage onto LangChain's, details as subsets of the totals.
+
+    `prompt_tokens` already counts cached input, so cache figures are reported as details
+    of `input_tokens` and never added to it.
+    """
+    if not usage:
+        return None
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    total = int(usage.get("total_tokens") or prompt + completion)
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    input_details: InputTokenDetails = {}
+    cache_read = usage.get("cache_read_input_tokens", prompt_details.get("cached_tokens"))
+    if cache_read is not None:
+        input_details["cache_read"] = int(cache_read)
+    if usage.get("cache_creation_input_tokens") is not None:
+        input_details["cache_creation"] = int(usage["cache_creation_input_tokens"])
+    output_details: OutputTokenDetails = {}
+    reasoning = usage.get("reasoning_tokens", completion_details.get("reasoning_tokens"))
+    if reasoning is not None:
+        output_details["reasoning"] = int(reasoning)
+    result = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=total)
+    if input_details:
+        result["input_token_details"] = input_details
+    if output_details:
+        result["output_token_details"] = output_details
+    return result
+
+
+class StreamAssembler:
+    """Turn one stream's chunks into `AIMessageChunk`s.
+
+    Keeps what a single chunk cannot know: the block index (reasoning then text), tool names
+    already seen (some servers repeat them in every delta), and the latest usage, which is
+    emitted once at the end because servers either repeat a running total on every chunk or
+    send one usage-only chunk.
+    """
+
+    __slots__ = ("_block", "_kind", "_list_mode", "_tool_names", "metadata", "usage")
+
+    def __init__(self) -> None:
+        self._block = -1
+        self._kind: str | None = None
+        self._list_mode = False
+        self._tool_names: dict[int, str] = {}
+        self.usage: Mapping[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+
+    def feed(self, chunk: Mapping[str, Any]) -> list[tuple[int, AIMessageChunk]]:
+        """Return `(choice index, message chunk)` pairs for one wire chunk."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        if "id" in chunk and "id" not in self.metadata:
+            self.metadata["id"] = chunk["id"]
+        if chunk.get("model"):
+            self.metadata["model_name"] = chunk["model"]
+        out: list[tuple[int, AIMessageChunk]] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = self._content(delta.get("content"))
+            tool_chunks = [
+                tool_call_chunk(
+                    name=self._tool_name(tc),
+                    args=(tc.get("function") or {}).get("arguments"),
+                    id=tc.get("id"),
+                    index=tc.get("index", i),
+                )
+                for i, tc in enumerate(delta.get("tool_calls") or ())
+            ]
+            metadata: dict[str, Any] = {}
+            if choice.get("finish_reason"):
+                metadata["finish_reason"] = choice["finish_reason"]
+            if choice.get("logprobs"):
+                metadata["logprobs"] = choice["logprobs"]
+            if not content and not tool_chunks and not metadata:
+                continue
+            out.append(
+                (
+                    choice.get("index", 0),
+                    AIMessageChunk(
+                        content=content,
+                        tool_call_chunks=tool_chunks,
+                        response_metadata=metadata,
+                        id=self.metadata.get("id"),
+                    ),
+                )
+            )
+        return out
+
+    def final(self) -> AIMessageChunk:
+        """The closing chunk: usage (once), model name, provider."""
+        return AIMessageChunk(
+            content="",
+            usage_metadata=usage_from_wire(self.usage),
+            response_metadata={**self.metadata, "model_provider": MODEL_PROVIDER},
+            chunk_position="last",
+            id=self.metadata.get("id"),
+        )
+
+    def _tool_name(self, delta: Mapping[str, Any]) -> str | None:
+        name = (delta.get("function") or {}).get("name")
+        index = delta.get("index", 0)
+        if not name or self._tool_names.get(index) == name:
+            return None  # a repeated name would be concatenated when chunks merge
+        self._tool_names[index] = name
+        return cast("str", name)
+
+    def _content(self, content: Any) -> str | list[str | dict[str, Any]]:
+        if content is None or content == "":
+            return ""
+        if isinstance(content, str) and not self._list_mode:
+            return content
+        blocks = (
+            [{"type": "text", "text": content}]
+            if isinstance(content, str)
+            else _content_from_wire(content, streaming=True)
+        )
+        self._list_mode = True
+        indexed: list[str | dict[str, Any]] = []
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            if block["type"] != self._kind or block["type"] == "non_standard":
+                self._block += 1
+                self._kind = block["type"]
+            indexed.append({**block, "index": self._block})
+        return indexed
+
+
+# --------------------------------------------------------------------------------------
+# Standard (v1) content blocks for our messages
+# --------------------------------------------------------------------------------------
+
+
+def _standard_blocks(message: AIMessage | AIMessageChunk) -> list[types.ContentBlock]:
+    blocks: list[types.ContentBlock] = []
+    content = message.content
+    if isinstance(content, str):
+        if content:
+            blocks.append({"type": "text", "text": content})
+    else:
+        for block in content:
+            if isinstance(block, str):
+                blocks.append({"type": "text", "text": block})
+            elif block.get("type") in ("text", "reasoning", "non_standard"):
+                blocks.append(cast("types.ContentBlock", block))
+            else:
+                blocks.append({"type": "non_standard", "value": block})
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_call", "id": call["id"], "name": call["name"], "args": call["args"]}
+        )
+    for bad in message.invalid_tool_calls:
+        blocks.append(
+            {
+                "type": "invalid_tool_call",
+                "id": bad.get("id"),
+                "name": bad.get("name"),
+                "args": bad.get("args"),
+                "error": bad.get("error"),
+            }
+        )
+    if isinstance(message, AIMessageChunk) and not message.tool_calls:
+        for part in message.tool_call_chunks:
+            chunk_block = types.ToolCallChunk(
+                type="tool_call_chunk",
+                id=part.get("id"),
+                name=part.get("name"),
+                args=part.get("args"),
+            )
+            if part.get("index") is not None:
+                chunk_block["index"] = cast("int", part["index"])
+            blocks.append(chunk_block)
+    return blocks
+
+
+def _standard_blocks_chunk(message: AIMessageChunk) -> list[types.ContentBlock]:
+    return _standard_blocks(message)
+
+
+register_translator(MODEL_PROVIDER, _standard_blocks, _standard_blocks_chunk)
