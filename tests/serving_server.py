@@ -307,3 +307,67 @@ def make_transport(
         require_credentials=base_url is None,
         **kwargs,
     )
+
+
+def embedding_response(
+    vectors: list[list[float]],
+    *,
+    indexes: list[int] | None = None,
+    model: str = "test-embedder",
+) -> dict[str, Any]:
+    """An embeddings body; `indexes` overrides each item's `index` (default: positions)."""
+    return {
+        "object": "list",
+        "model": model,
+        "data": [
+            {"object": "embedding", "index": i, "embedding": v}
+            for i, v in zip(indexes or range(len(vectors)), vectors, strict=True)
+        ],
+        "usage": {"prompt_tokens": 2 * len(vectors), "total_tokens": 2 * len(vectors)},
+    }
+
+
+def completion_response(
+    texts: list[str],
+    *,
+    indexes: list[int] | None = None,
+    finish_reason: str = "stop",
+    usage: dict[str, Any] | None = None,
+    model: str = "test-model",
+) -> dict[str, Any]:
+    """A `text_completion` body with one choice per text (`indexes` default: positions)."""
+    return {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1698809382,
+        "model": model,
+        "choices": [
+            {"text": t, "index": i, "logprobs": None, "finish_reason": finish_reason}
+            for i, t in zip(indexes or range(len(texts)), texts, strict=True)
+        ],
+        "usage": usage
+        if usage is not None
+        else {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
+
+
+def completion_chunk(
+    text: str | None = "",
+    *,
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    choices: bool = True,
+) -> dict[str, Any]:
+    """A streamed `text_completion` chunk; `choices=False` gives a usage-only chunk."""
+    chunk: dict[str, Any] = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1698809382,
+        "model": "test-model",
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}]
+        if choices
+        else [],
+    }
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk

@@ -1,0 +1,426 @@
+"""`ServingLLM`: a LangChain text-completion model on an `llm/v1/completions` endpoint."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models.llms import BaseLLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import Field, PrivateAttr
+
+from langchain_servingx._base import ServingClientBase
+from langchain_servingx._errors import (
+    ServingContextOverflowError,
+    ServingError,
+    ServingInvalidRequestError,
+    ServingResponseError,
+    ServingStreamError,
+)
+from langchain_servingx.embeddings import order_by_index
+
+__all__ = ["ServingLLM"]
+
+_LIST_REFUSED_STATUSES = frozenset({400, 422})
+"""How an endpoint that takes only a string `prompt` answers a list (422: schema checks)."""
+
+
+class ServingLLM(ServingClientBase, BaseLLM):
+    """Text completions from a model serving endpoint (`llm/v1/completions`).
+
+    `generate()` and `batch()` pack up to `prompts_per_request` prompts into one request
+    (`"prompt": [...]`). With `n` candidates per prompt, choice `index` i belongs to prompt
+    `i // n` (OpenAI's convention). An endpoint that refuses a list with a 400 or 422 is
+    asked one prompt at a time instead, and this instance remembers it. Results always come
+    back in prompt order, and `llm_output["token_usage"]` sums the usage of all requests.
+
+    Per-call keyword arguments override the constructor's parameters and go into the body;
+    a per-call `model=` queries that endpoint instead.
+
+    Example:
+        ```python
+        from langchain_servingx import ServingLLM
+
+        llm = ServingLLM(endpoint="my-completions-endpoint", max_tokens=64)
+        llm.invoke("The capital of France is")
+        llm.batch(["1 + 1 =", "2 + 2 ="], temperature=0.0)
+        ```
+
+    """
+
+    max_tokens: int | None = None
+    """Maximum tokens to generate; the endpoint's default when unset."""
+
+    temperature: float | None = None
+    """Sampling temperature; not sent unless set (some models reject it)."""
+
+    stop: list[str] | None = None
+    """Stop sequences; a per-call `stop` replaces them."""
+
+    n: int | None = Field(default=None, ge=1)
+    """Candidates per prompt; not sent unless set."""
+
+    top_p: float | None = None
+    """Nucleus sampling; not sent unless set."""
+
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    """Further body fields (provider-specific), merged in after the parameters above."""
+
+    streaming: bool = False
+    """Stream single-prompt `invoke`/`generate` calls, so callbacks see each token."""
+
+    prompts_per_request: int = Field(default=16, ge=1)
+    """Prompts packed into one request by `generate()` / `batch()`."""
+
+    _lists_refused: bool = PrivateAttr(default=False)
+
+    # -- Serializable class method overrides ---------------------------------------------
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Configuration serializes; secrets become references to their env variables."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """`["langchain_servingx", "llms"]`."""
+        return ["langchain_servingx", "llms"]
+
+    # -- BaseLLM method overrides ------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "servingx-completions"
+
+    @property
+    def _default_params(self) -> dict[str, Any]:
+        named = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "n": self.n,
+            "stop": self.stop,
+        }
+        return {**{k: v for k, v in named.items() if v is not None}, **self.extra_params}
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "served_model": self.served_model,
+            **self._default_params,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "servingx"
+        params["ls_model_name"] = str(kwargs.get("model") or self.endpoint)
+        return params
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if self.streaming and len(prompts) == 1:
+            chunks = list(self._stream(prompts[0], stop, run_manager, **kwargs))
+            return _streamed_result(chunks, self._endpoint_for(kwargs.get("model")))
+        call = self._completion_call(prompts, stop, kwargs)
+        while (group := call.next_group()) is not None:
+            try:
+                reply = self.transport.invoke("completions", call.endpoint, call.body(group))
+            except ServingInvalidRequestError as error:
+                if not call.fall_back(group, error):
+                    raise
+                continue
+            call.add(group, reply)
+        return call.result()
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if self.streaming and len(prompts) == 1:
+            chunks = [c async for c in self._astream(prompts[0], stop, run_manager, **kwargs)]
+            return _streamed_result(chunks, self._endpoint_for(kwargs.get("model")))
+        call = self._completion_call(prompts, stop, kwargs)
+        while (group := call.next_group()) is not None:
+            try:
+                reply = await self.transport.ainvoke("completions", call.endpoint, call.body(group))
+            except ServingInvalidRequestError as error:
+                if not call.fall_back(group, error):
+                    raise
+                continue
+            call.add(group, reply)
+        return call.result()
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        endpoint, body = self._stream_request(prompt, stop, kwargs)
+        state = _StreamState(endpoint)
+        for event in self.transport.stream("completions", endpoint, body):
+            piece = state.feed(event)
+            if piece is not None:
+                if run_manager:
+                    run_manager.on_llm_new_token(piece.text, chunk=piece)
+                yield piece
+        last = state.final()
+        if last is not None:
+            if run_manager:
+                run_manager.on_llm_new_token(last.text, chunk=last)
+            yield last
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        endpoint, body = self._stream_request(prompt, stop, kwargs)
+        state = _StreamState(endpoint)
+        async for event in self.transport.astream("completions", endpoint, body):
+            piece = state.feed(event)
+            if piece is not None:
+                if run_manager:
+                    await run_manager.on_llm_new_token(piece.text, chunk=piece)
+                yield piece
+        last = state.final()
+        if last is not None:
+            if run_manager:
+                await run_manager.on_llm_new_token(last.text, chunk=last)
+            yield last
+
+    # -- request building --------------------------------------------------------------
+
+    def _params(
+        self, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The endpoint and body parameters of one call: per-call values win."""
+        overrides = dict(kwargs)
+        endpoint = self._endpoint_for(overrides.pop("model", None))
+        params = {**self._default_params, **overrides}
+        if stop is not None:
+            params["stop"] = stop
+        n = params.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"endpoint {endpoint!r}: n must be a positive integer, got {n!r}")
+        return endpoint, {k: v for k, v in params.items() if v is not None}
+
+    def _completion_call(
+        self, prompts: list[str], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> _CompletionCall:
+        endpoint, params = self._params(stop, kwargs)
+        per_request = 1 if self._lists_refused else self.prompts_per_request
+        return _CompletionCall(self, endpoint, params, prompts, per_request)
+
+    def _stream_request(
+        self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        endpoint, params = self._params(stop, kwargs)
+        if params.get("n", 1) != 1:
+            raise ValueError(f"endpoint {endpoint!r}: streaming supports n=1 only")
+        return endpoint, {**params, "prompt": prompt}
+
+
+# --------------------------------------------------------------------------------------
+# One generate() call: prompt groups, fallback to single prompts, result assembly
+# --------------------------------------------------------------------------------------
+
+
+class _Group:
+    """Consecutive prompts sent in one request."""
+
+    __slots__ = ("prompts", "start")
+
+    def __init__(self, start: int, prompts: list[str]) -> None:
+        self.start = start
+        self.prompts = prompts
+
+    @property
+    def label(self) -> str:
+        end = self.start + len(self.prompts) - 1
+        span = f"prompt {end}" if end == self.start else f"prompts {self.start}-{end}"
+        return f"request for {span}"
+
+    def singles(self) -> list[_Group]:
+        return [_Group(self.start + i, [p]) for i, p in enumerate(self.prompts)]
+
+
+class _CompletionCall:
+    """The I/O-free part of `_generate`/`_agenerate`, shared by both.
+
+    Hands out prompt groups, turns replies into generations in prompt order, sums usage,
+    and handles an endpoint that refuses list prompts: the group is retried one prompt at
+    a time, and once a single prompt succeeds the refusal is recorded on the model.
+    """
+
+    def __init__(
+        self,
+        llm: ServingLLM,
+        endpoint: str,
+        params: dict[str, Any],
+        prompts: list[str],
+        per_request: int,
+    ) -> None:
+        self.llm = llm
+        self.endpoint = endpoint
+        self.params = params
+        self.n: int = params.get("n", 1)
+        self.pending = deque(
+            _Group(start, prompts[start : start + per_request])
+            for start in range(0, len(prompts), per_request)
+        )
+        self.generations: list[list[Generation]] = [[] for _ in prompts]
+        self.usage: dict[str, int] = {}
+        self.probing = False
+
+    def next_group(self) -> _Group | None:
+        return self.pending.popleft() if self.pending else None
+
+    def body(self, group: _Group) -> dict[str, Any]:
+        prompt: str | list[str] = group.prompts[0] if len(group.prompts) == 1 else group.prompts
+        return {**self.params, "prompt": prompt}
+
+    def fall_back(self, group: _Group, error: ServingError) -> bool:
+        """After `error`, whether to retry `group` one prompt at a time (queued first)."""
+        if (
+            len(group.prompts) == 1
+            or error.status_code not in _LIST_REFUSED_STATUSES
+            or isinstance(error, ServingContextOverflowError)
+        ):
+            return False
+        self.pending.extendleft(reversed(group.singles()))
+        self.probing = True
+        return True
+
+    def add(self, group: _Group, reply: Mapping[str, Any]) -> None:
+        """Place the reply's choices with their prompts."""
+
+        def invalid(problem: str) -> ServingResponseError:
+            return ServingResponseError(f"{group.label}: {problem}", endpoint=self.endpoint)
+
+        choices = reply.get("choices")
+        if not isinstance(choices, list):
+            raise invalid(f"expected a 'choices' list, got {type(choices).__name__}")
+        expected = len(group.prompts) * self.n
+        for position, choice in enumerate(order_by_index(choices, expected, "choices", invalid)):
+            text = choice.get("text")
+            if not isinstance(text, str):
+                raise invalid(f"choice {position} has no 'text' string")
+            info = {
+                "finish_reason": choice.get("finish_reason"),
+                "logprobs": choice.get("logprobs"),
+            }
+            self.generations[group.start + position // self.n].append(
+                Generation(text=text, generation_info=info)
+            )
+        _add_usage(self.usage, reply.get("usage"))
+        if self.probing and len(group.prompts) == 1:
+            # A single prompt went through where the list did not: lists are refused.
+            self.llm._lists_refused = True
+            self.probing = False
+            self.pending = deque(single for g in self.pending for single in g.singles())
+
+    def result(self) -> LLMResult:
+        return LLMResult(
+            generations=self.generations,
+            llm_output={"token_usage": self.usage, "model_name": self.endpoint},
+        )
+
+
+def _add_usage(total: dict[str, int], usage: Any) -> None:
+    if isinstance(usage, Mapping):
+        for key, value in usage.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+
+
+# --------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------
+
+
+class _StreamState:
+    """Turns `text_completion` chunks into `GenerationChunk`s.
+
+    The piece carrying `finish_reason` is held back to the end of the stream so that it
+    can also carry `usage`, which may come on every chunk as a running total or only on a
+    final chunk with no choices: the last value seen is the total, never a sum.
+    """
+
+    __slots__ = ("endpoint", "held", "usage")
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.held: GenerationChunk | None = None
+        self.usage: Mapping[str, Any] | None = None
+
+    def feed(self, chunk: Mapping[str, Any]) -> GenerationChunk | None:
+        usage = chunk.get("usage")
+        if isinstance(usage, Mapping):
+            self.usage = usage
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ServingStreamError("stream chunk 'choices' is not a list", endpoint=self.endpoint)
+        out: GenerationChunk | None = None
+        for choice in choices:
+            text = choice.get("text") if isinstance(choice, Mapping) else None
+            if text is not None and not isinstance(text, str):
+                raise ServingStreamError(
+                    f"stream chunk text is not a string: {text!r}", endpoint=self.endpoint
+                )
+            info = {
+                key: choice[key]
+                for key in ("finish_reason", "logprobs")
+                if choice.get(key) is not None
+            }
+            piece = GenerationChunk(text=text or "", generation_info=info or None)
+            if self.held is not None or "finish_reason" in info:
+                self.held = piece if self.held is None else self.held + piece
+            elif piece.text or info:
+                out = piece if out is None else out + piece
+        return out
+
+    def final(self) -> GenerationChunk | None:
+        """The held-back last piece, with the stream's usage."""
+        last = self.held
+        if self.usage is not None:
+            last = last or GenerationChunk(text="")
+            last.generation_info = {**(last.generation_info or {}), "usage": dict(self.usage)}
+        return last
+
+
+def _streamed_result(chunks: list[GenerationChunk], endpoint: str) -> LLMResult:
+    """The `LLMResult` of a streamed `generate()`: one generation, usage in `llm_output`."""
+    if not chunks:
+        raise ServingStreamError("the stream returned no text", endpoint=endpoint)
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    info = dict(whole.generation_info or {})
+    usage: dict[str, int] = {}
+    _add_usage(usage, info.pop("usage", None))
+    generation = Generation(
+        text=whole.text,
+        generation_info={
+            "finish_reason": info.get("finish_reason"),
+            "logprobs": info.get("logprobs"),
+        },
+    )
+    return LLMResult(
+        generations=[[generation]], llm_output={"token_usage": usage, "model_name": endpoint}
+    )
