@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -401,8 +402,12 @@ def _tool_choice_to_wire(
 
 
 def _json_schema_format(schema: dict[str, Any] | type, strict: bool | None) -> dict[str, Any]:
-    json_schema = convert_to_json_schema(schema)
-    name = json_schema.get("title") or "response"
+    if isinstance(schema, dict) and "properties" in schema and "function" not in schema:
+        json_schema = schema  # already a JSON schema: an untitled one is fine here
+    else:
+        json_schema = convert_to_json_schema(schema)
+    # OpenAI-backed endpoints require a name matching ^[a-zA-Z0-9_-]{1,64}$.
+    name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(json_schema.get("title") or "response"))[:64]
     spec: dict[str, Any] = {"name": name, "schema": json_schema}
     if description := json_schema.get("description"):
         spec["description"] = description
