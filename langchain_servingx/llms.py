@@ -215,10 +215,11 @@ class ServingLLM(ServingClientBase, BaseLLM):
         params = {**self._default_params, **overrides}
         if stop is not None:
             params["stop"] = stop
+        params = {k: v for k, v in params.items() if v is not None}  # None: not sent
         n = params.get("n", 1)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"endpoint {endpoint!r}: n must be a positive integer, got {n!r}")
-        return endpoint, {k: v for k, v in params.items() if v is not None}
+        return endpoint, params
 
     def _completion_call(
         self, prompts: list[str], stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -378,17 +379,17 @@ class _StreamState:
             raise ServingStreamError("stream chunk 'choices' is not a list", endpoint=self.endpoint)
         out: GenerationChunk | None = None
         for choice in choices:
-            text = choice.get("text") if isinstance(choice, Mapping) else None
-            if text is not None and not isinstance(text, str):
+            if not isinstance(choice, Mapping) or not isinstance(choice.get("text") or "", str):
                 raise ServingStreamError(
-                    f"stream chunk text is not a string: {text!r}", endpoint=self.endpoint
+                    f"stream chunk choice has no 'text' string: {choice!r}", endpoint=self.endpoint
                 )
+            text: str = choice.get("text") or ""
             info = {
                 key: choice[key]
                 for key in ("finish_reason", "logprobs")
                 if choice.get(key) is not None
             }
-            piece = GenerationChunk(text=text or "", generation_info=info or None)
+            piece = GenerationChunk(text=text, generation_info=info or None)
             if self.held is not None or "finish_reason" in info:
                 self.held = piece if self.held is None else self.held + piece
             elif piece.text or info:

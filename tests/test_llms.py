@@ -354,6 +354,14 @@ def test_stream_cut_short_is_an_error(serving_env: ServingTestServer) -> None:
         list(_llm().stream("Hi"))
 
 
+@pytest.mark.parametrize("choices", [["text"], [{"index": 0, "text": 3}], {"text": "a"}])
+def test_malformed_stream_chunk_is_an_error(serving_env: ServingTestServer, choices: Any) -> None:
+    chunk = {**completion_chunk("a", finish_reason="stop"), "choices": choices}
+    serving_env.reply(PATH, Reply.sse([chunk]))
+    with pytest.raises(ServingStreamError, match=r"endpoint 'completer'.*choice"):
+        list(_llm().stream("Hi"))
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
