@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -116,10 +116,12 @@ class EndpointAddress:
         return cls(host + "/serving-endpoints", served_model, openai_compatible)
 
     def url(self, task: Task, endpoint: str) -> str:
-        """The URL to POST to for `task` on `endpoint` (already validated)."""
+        """The URL to POST to for `task` on `endpoint`."""
         if self.openai_compatible:
             return self.root + _OPENAI_PATHS[task]
-        url = f"{self.root}/{quote(endpoint, safe='')}"
+        # Checked here too, not only by the callers: this is the one place a name becomes
+        # a path segment, and httpx resolves a bare ".." segment instead of sending it.
+        url = f"{self.root}/{quote(check_endpoint_name(endpoint), safe='')}"
         if self.served_model is not None:
             url += f"/served-models/{quote(self.served_model, safe='')}"
         return url + "/invocations"
@@ -202,6 +204,9 @@ class InvocationTransport:
         self._auth = auth if auth is not None else _auth_from(settings, require_credentials)
         if self._auth is not None and not allow_insecure_http:
             _refuse_cleartext(address.root)
+            if isinstance(self._auth, ClientCredentialsAuth):
+                # The client secret goes to the host, which base_url may not be.
+                _refuse_cleartext(self._auth.token_url)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
@@ -397,9 +402,11 @@ def _auth_from(settings: ConnectionSettings, required: bool) -> httpx.Auth | Non
 
 
 def _refuse_cleartext(root: str) -> None:
-    if root.startswith("http://") and not is_loopback(root):
+    # urlsplit lowercases the scheme: "HTTP://host" is cleartext too.
+    parts = urlsplit(root)
+    if parts.scheme != "https" and not is_loopback(root):
         raise ServingConfigurationError(
-            f"refusing to send credentials over plain http to {root.split('/')[2]!r}: use https, "
+            f"refusing to send credentials over plain http to {parts.netloc!r}: use https, "
             "or pass allow_insecure_http=True if this network is trusted"
         )
 
@@ -457,7 +464,7 @@ def _decode(response: httpx.Response, endpoint: str) -> dict[str, Any]:
 def _event_source(response: httpx.Response, endpoint: str) -> EventSource:
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type:
-        response.close()
+        # The caller closes the response (a sync close would fail on an async one).
         raise ServingStreamError(
             f"asked for a stream but got {content_type or 'no content type'} "
             "(expected text/event-stream); does this endpoint support streaming?",
