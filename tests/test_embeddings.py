@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from langchain_core.load import dumps
 
 from langchain_servingx import (
     ServingAuthenticationError,
@@ -260,6 +261,7 @@ def test_secrets_absent_from_repr(server: ServingTestServer) -> None:
     assert model.endpoint == "embedder"
     assert TEST_TOKEN not in repr(model)
     assert TEST_TOKEN not in str(model)
+    assert TEST_TOKEN not in dumps(model)
 
 
 def test_bad_parameters_are_refused() -> None:
