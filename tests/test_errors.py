@@ -299,7 +299,7 @@ def test_errors_pickle_with_their_attributes(status, code, cls, core_cls) -> Non
         {"x-request-id": "rid", "retry-after": "3"},
         endpoint="ep",
     )
-    clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is type(error)
     assert isinstance(clone, core_cls)
     for attribute in ("message", "status_code", "error_code", "endpoint", "request_id"):
@@ -315,7 +315,7 @@ def test_context_overflow_and_connection_errors_pickle() -> None:
         ServingConnectionError("refused", endpoint="ep"),
         ServingRateLimitError("slow down", retry_after=1.5, status_code=429),
     ):
-        clone = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+        clone = pickle.loads(pickle.dumps(error))
         assert type(clone) is type(error)
         assert clone.message == error.message
         assert clone.endpoint == error.endpoint
