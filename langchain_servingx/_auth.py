@@ -105,7 +105,7 @@ class ClientCredentialsAuth(httpx.Auth):
             token, fetch, wait = self._claim(stale)
             if fetch is not None:
                 try:
-                    response = yield self._token_request()
+                    response = yield self._token_request(request)
                     response.read()
                     token = self._settle(fetch, response)
                 except BaseException as exc:
@@ -128,7 +128,7 @@ class ClientCredentialsAuth(httpx.Auth):
             token, fetch, wait = self._claim(stale)
             if fetch is not None:
                 try:
-                    response = yield self._token_request()
+                    response = yield self._token_request(request)
                     await response.aread()
                     token = self._settle(fetch, response)
                 except BaseException as exc:
@@ -163,7 +163,10 @@ class ClientCredentialsAuth(httpx.Auth):
             self._pending = Future()
             return None, self._pending, None
 
-    def _token_request(self) -> httpx.Request:
+    def _token_request(self, request: httpx.Request) -> httpx.Request:
+        # A request built outside the client carries no timeout (httpx would wait forever,
+        # and every caller with it): borrow the one of the request being authorised.
+        timeout = request.extensions.get("timeout")
         return httpx.Request(
             "POST",
             self.token_url,
@@ -172,6 +175,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 "Authorization": self._basic_header(),
                 "Accept": "application/json",
             },
+            extensions={"timeout": timeout} if timeout is not None else None,
         )
 
     def _basic_header(self) -> str:

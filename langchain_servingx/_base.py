@@ -10,9 +10,18 @@ import threading
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from langchain_servingx._config import ENV_CLIENT_SECRET, ENV_TOKEN, resolve_settings
+from langchain_servingx._errors import ServingConfigurationError
 from langchain_servingx._transport import (
     EndpointAddress,
     InvocationTransport,
@@ -74,10 +83,25 @@ class ServingClientBase(BaseModel):
 
     _transport: InvocationTransport | None = PrivateAttr(default=None)
 
-    @field_validator("endpoint", "served_model")
+    @field_validator("served_model")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
+
+    @model_validator(mode="after")
+    def _valid_endpoint(self) -> ServingClientBase:
+        self._check_endpoint(self.endpoint)
+        return self
+
+    def _check_endpoint(self, name: str) -> str:
+        # On the OpenAI-compatible routes the name travels in the body, and model names
+        # there often hold a "/" ("meta-llama/Llama-3.1-8B-Instruct"); elsewhere it is a
+        # path segment and must be one.
+        if self.base_url is None and not self.openai_compatible:
+            return check_endpoint_name(name)
+        if not isinstance(name, str) or not name.strip():
+            raise ServingConfigurationError(f"model name must be a non-empty string, got {name!r}")
+        return name
 
     @property
     def lc_secrets(self) -> dict[str, str]:
@@ -126,7 +150,7 @@ class ServingClientBase(BaseModel):
         """The endpoint a call goes to: a per-call `model=` wins over the instance's."""
         if override is None or override == self.endpoint:
             return self.endpoint
-        return check_endpoint_name(str(override))
+        return self._check_endpoint(str(override))
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)

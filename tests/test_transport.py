@@ -159,6 +159,29 @@ def test_base_url_through_a_client_without_any_configuration(server: ServingTest
     assert server.requests[0].json == {"input": ["a"], "model": "emb"}
 
 
+@pytest.mark.parametrize("openai_compatible", [False, True])
+def test_model_names_with_a_slash_allowed_where_they_go_in_the_body(
+    server: ServingTestServer, openai_compatible: bool
+) -> None:
+    # vLLM and Hugging Face model ids: the name is in the body, never in the path.
+    name = "meta-llama/Llama-3.1-8B-Instruct"
+    if openai_compatible:
+        path = "/serving-endpoints/chat/completions"
+        client = Client(model=name, host=server.url, token=SecretStr("t"), openai_compatible=True)
+    else:
+        path = "/v1/chat/completions"
+        client = Client(model=name, base_url=server.url + "/v1")
+    server.reply(path, Reply.json({"ok": 1}))
+    assert client._endpoint_for("org/other-model") == "org/other-model"
+    assert client.transport.invoke("chat", client.endpoint, {}) == {"ok": 1}
+    assert server.requests[0].path == path
+    assert server.requests[0].json == {"model": name}
+    with pytest.raises(ServingConfigurationError):
+        client._endpoint_for(" ")
+    with pytest.raises(ValidationError):
+        Client(model="", base_url=server.url)
+
+
 def test_base_url_and_served_model_conflict() -> None:
     with pytest.raises(ServingConfigurationError, match="served_model"):
         EndpointAddress.build(
