@@ -70,6 +70,13 @@ class TokenServer:
         return self.server.requests_to(TOKEN_PATH)
 
 
+def call(transport: InvocationTransport, mode: str, body: dict | None = None) -> dict:
+    body = {} if body is None else body
+    if mode == "sync":
+        return transport.invoke("chat", "ep", body)
+    return asyncio.run(transport.ainvoke("chat", "ep", body))
+
+
 def bearers(server: ServingTestServer, path: str = PATH) -> list[str]:
     return [r.headers.get("authorization", "") for r in server.requests_to(path)]
 
@@ -284,11 +291,7 @@ def test_401_triggers_one_refresh_and_one_resend(server, mode) -> None:
     tokens = TokenServer(server)
     server.reply(PATH, unauthenticated(), Reply.json({"ok": 1}))
     transport = oauth_transport(server.url, max_retries=3)
-    if mode == "sync":
-        result = transport.invoke("chat", "ep", {"x": 1})
-    else:
-        result = asyncio.run(transport.ainvoke("chat", "ep", {"x": 1}))
-    assert result == {"ok": 1}
+    assert call(transport, mode, {"x": 1}) == {"ok": 1}
     assert len(tokens.requests) == 2
     assert bearers(server) == ["Bearer access-token-1", "Bearer access-token-2"]
     assert [r.json for r in server.requests_to(PATH)] == [{"x": 1}, {"x": 1}]
@@ -300,10 +303,7 @@ def test_persistent_401_gives_up_after_one_resend(server, mode) -> None:
     server.reply(PATH, unauthenticated())
     transport = oauth_transport(server.url, max_retries=3)
     with pytest.raises(ServingAuthenticationError, match="token revoked"):
-        if mode == "sync":
-            transport.invoke("chat", "ep", {})
-        else:
-            asyncio.run(transport.ainvoke("chat", "ep", {}))
+        call(transport, mode)
     assert len(tokens.requests) == 2
     assert len(server.requests_to(PATH)) == 2
 
@@ -332,10 +332,7 @@ def test_failing_token_endpoint(server, caplog, mode, status, body) -> None:
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
     with pytest.raises(ServingAuthenticationError) as info:
-        if mode == "sync":
-            transport.invoke("chat", "ep", {})
-        else:
-            asyncio.run(transport.ainvoke("chat", "ep", {}))
+        call(transport, mode)
     error = info.value
     assert isinstance(error, ModelAuthenticationError)
     assert error.status_code == status
@@ -421,10 +418,7 @@ def test_token_request_has_the_transport_timeout(server, mode) -> None:
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url, timeout=0.1)
     with pytest.raises(ModelTimeoutError):
-        if mode == "sync":
-            transport.invoke("chat", "ep", {})
-        else:
-            asyncio.run(transport.ainvoke("chat", "ep", {}))
+        call(transport, mode)
     assert server.requests_to(PATH) == []
     assert transport._auth._pending is None
 
