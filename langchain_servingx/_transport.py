@@ -52,6 +52,7 @@ _OPENAI_PATHS: dict[str, str] = {
     "embeddings": "/embeddings",
 }
 _USER_AGENT = f"langchain-servingx/{__version__}"
+_URL_CACHE_SIZE = 256
 _FORBIDDEN_IN_NAMES = ("/", "\\", "?", "#", "%")
 
 
@@ -210,10 +211,11 @@ class InvocationTransport:
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_lock=None, _client=None, _aclients={})
+        state.update(_lock=None, _client=None, _aclients={}, _urls={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -261,6 +263,16 @@ class InvocationTransport:
 
     # -- requests ----------------------------------------------------------------------
 
+    def _url(self, task: Task, endpoint: str) -> httpx.URL:
+        """The parsed URL for `task` on `endpoint`, cached: most calls repeat one endpoint."""
+        key = (task, endpoint)
+        url = self._urls.get(key)
+        if url is None:
+            url = httpx.URL(self.address.url(task, endpoint))
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[key] = url
+        return url
+
     def _build(
         self,
         client: httpx.Client | httpx.AsyncClient,
@@ -273,7 +285,7 @@ class InvocationTransport:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return client.build_request(
             "POST",
-            self.address.url(task, endpoint),
+            self._url(task, endpoint),
             content=content,
             headers={"Content-Type": "application/json"},
         )
