@@ -210,11 +210,16 @@ class LlamaModel:
         usage: Usage,
         cancel: threading.Event,
         grammar: str | None = None,
+        fresh: bool = True,
     ) -> Iterator[tuple[str, str | None]]:
         """Stream ``(text, finish_reason)`` from llama.cpp; call on the worker thread only.
 
         A stopping criterion, called once per sampled token, counts completion tokens
         (streams carry no usage from llama.cpp) and ends generation when cancelled.
+        ``fresh`` re-reads the whole prompt instead of reusing the prefix cached from the
+        previous request: the logits differ slightly between the two, enough to change
+        even a greedy answer, and an answer must not depend on who asked before. Only
+        the second step of a tool decision continues (from its own first step).
         """
         from llama_cpp.llama import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
@@ -226,6 +231,8 @@ class LlamaModel:
             calls += 1
             return cancel.is_set()
 
+        if fresh:
+            self._llama.reset()
         room = self.n_ctx - self.count_tokens(prompt)
         max_tokens = min(int(params.get("max_tokens") or room), room)
         stream = self._llama.create_completion(
@@ -267,6 +274,13 @@ def _sampling(
     return params
 
 
+def _for_choice(params: dict[str, Any], index: int) -> dict[str, Any]:
+    """Choice ``index`` of ``n`` gets its own seed, so seeded choices still differ."""
+    if params.get("seed") is None or index == 0:
+        return params
+    return {**params, "seed": params["seed"] + index}
+
+
 class _ChatJob:
     """A chat request made ready for the worker: prompt, grammars and parameters.
 
@@ -301,7 +315,8 @@ class _ChatJob:
             yield from self._choice(model, index, cancel)
 
     def _choice(self, model: LlamaModel, index: int, cancel: threading.Event) -> Iterator[Piece]:
-        prompt, name = self.prompt, None
+        prompt, name, fresh = self.prompt, None, True
+        params = _for_choice(self.params, index)
         if self.plan.active:
             forced = self.plan.forced
             if forced is not None:
@@ -318,6 +333,7 @@ class _ChatJob:
                         self.decision,
                     )
                 )
+                fresh = False
                 if decided.startswith("functions."):
                     name = decided.removeprefix("functions.").removesuffix(":")
                 if name not in self.call_grammars:
@@ -329,7 +345,7 @@ class _ChatJob:
             prompt += call_prefix(name)
             finish = "tool_calls"
             for text, reason in model.complete(
-                prompt, self.params, self.usage, cancel, self.call_grammars[name]
+                prompt, params, self.usage, cancel, self.call_grammars[name], fresh
             ):
                 if reason == "length":
                     finish = "length"
@@ -339,9 +355,8 @@ class _ChatJob:
         if self.plan.active:
             prompt += MESSAGE_PREFIX
         finish = "stop"
-        for text, reason in model.complete(
-            prompt, self.params, self.usage, cancel, self.format_grammar
-        ):
+        grammar = self.format_grammar
+        for text, reason in model.complete(prompt, params, self.usage, cancel, grammar, fresh):
             finish = reason or finish
             if text:
                 yield Piece(index, text=text)
@@ -383,7 +398,8 @@ class LlamaEngine(Engine):
                 for j in range(request.n):
                     index = p * request.n + j
                     finish = "stop"
-                    for text, reason in model.complete(prompt, params, usage, cancel):
+                    choice_params = _for_choice(params, j)
+                    for text, reason in model.complete(prompt, choice_params, usage, cancel):
                         finish = reason or finish
                         if text:
                             yield Piece(index, text=text)
