@@ -126,6 +126,8 @@ class ServingClientBase(BaseModel):
             client_id=self.client_id,
             client_secret=self.client_secret,
             profile=self.profile,
+            # DATABRICKS_* credentials belong to the workspace, never to another server.
+            workspace=self.base_url is None,
         )
         address = EndpointAddress.build(
             host=settings.host,

@@ -97,14 +97,17 @@ def resolve_settings(
     client_secret: SecretStr | None,
     profile: str | None,
     environ: Mapping[str, str] | None = None,
+    workspace: bool = True,
 ) -> ConnectionSettings:
     """Resolve host and credential: arguments, then environment, then config profile.
 
     Credentials are taken whole from the first layer that has any, so a token passed
     explicitly is never mixed with a client secret from the environment; two kinds of
-    credential inside one layer is an error rather than a silent pick.
+    credential inside one layer is an error rather than a silent pick. With
+    `workspace=False` (another OpenAI-compatible server) only the arguments count, so a
+    workspace token from the environment is never sent to a third party.
     """
-    env = os.environ if environ is None else environ
+    env = (os.environ if environ is None else environ) if workspace else {}
     layers = [
         _Layer(
             "the arguments",
@@ -121,7 +124,9 @@ def resolve_settings(
             client_secret=env.get(ENV_CLIENT_SECRET) or None,
         ),
     ]
-    profile_layer = _profile_layer(profile or env.get(ENV_PROFILE) or None, env)
+    profile_layer = (
+        _profile_layer(profile or env.get(ENV_PROFILE) or None, env) if workspace else None
+    )
     if profile_layer is not None:
         layers.append(profile_layer)
 

@@ -16,7 +16,7 @@ from langchain_servingx._config import (
 )
 from langchain_servingx._errors import ServingConfigurationError
 from tests.conftest import TEST_TOKEN
-from tests.serving_server import Reply, ServingTestServer
+from tests.serving_server import Reply, ServingTestServer, chat_response
 
 CFG = """\
 [DEFAULT]
@@ -359,3 +359,21 @@ def test_changing_a_field_rebuilds_the_transport(server: ServingTestServer) -> N
         "Bearer dapi-one",
         "Bearer dapi-two",
     ]
+
+
+def test_base_url_never_takes_workspace_credentials_from_the_environment(
+    server: ServingTestServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A DATABRICKS_TOKEN (or profile) belongs to the workspace, not to a third-party server."""
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text("[DEFAULT]\nhost = https://example.invalid\ntoken = dapi-from-profile\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(cfg))
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-workspace-secret")
+    server.reply("/v1/embeddings", Reply.json({"data": [{"index": 0, "embedding": [1.0]}]}))
+    server.reply("/v1/chat/completions", Reply.json(chat_response()))
+    from langchain_servingx import ChatServing
+
+    ChatServing(endpoint="m", base_url=f"{server.url}/v1").invoke("x")
+    assert "authorization" not in server.requests[-1].headers
+    ChatServing(endpoint="m", base_url=f"{server.url}/v1", api_key="sk-explicit").invoke("x")
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-explicit"

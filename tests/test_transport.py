@@ -265,12 +265,15 @@ def test_oauth_over_plain_http_refused() -> None:
         client.transport.invoke("chat", "ep", {})
 
 
-def test_oauth_token_url_checked_even_when_base_url_is_https(monkeypatch) -> None:
+def test_oauth_token_url_checked_even_when_base_url_is_https() -> None:
     # The client secret goes to {host}/oidc/v1/token, not to base_url.
-    monkeypatch.setenv("DATABRICKS_HOST", "http://example.invalid")
-    monkeypatch.setenv("DATABRICKS_CLIENT_ID", "cid")
-    monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", "csecret")
-    client = Client(model="ep", base_url="https://models.example.com/v1")
+    client = Client(
+        model="ep",
+        base_url="https://models.example.com/v1",
+        host="http://example.invalid",
+        client_id="cid",
+        client_secret="csecret",
+    )
     with pytest.raises(ServingConfigurationError, match="plain http"):
         _ = client.transport
 
