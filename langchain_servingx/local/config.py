@@ -197,7 +197,8 @@ def load_config(path: Path | None) -> ServerConfig:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
     base = path.resolve().parent
-    for entry in data.get("endpoints", []):
+    entries = data.get("endpoints", [])
+    for entry in entries if isinstance(entries, list) else []:
         # Relative model paths are relative to the file, not to the working directory.
         for key in ("gguf", "sentence_transformer"):
             value = entry.get(key) if isinstance(entry, dict) else None

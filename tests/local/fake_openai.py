@@ -5,8 +5,8 @@ canned bodies (or SSE streams), records what it received, and fails on request: 
 message or prompt containing ``FAIL429`` gets a 429 with ``Retry-After``, ``FAIL500`` a 500.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the route annotations, and
+# fastapi is imported inside `_app` so that collecting the tests needs no local extra.
 import asyncio
 import json
 import socket
@@ -140,7 +140,7 @@ class FakeOpenAI:
 
         return app
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> "FakeOpenAI":
         """Serve on a free port of 127.0.0.1 until ``stop``."""
         import uvicorn
 
