@@ -346,10 +346,11 @@ class InvocationTransport:
         finally:
             await response.aclose()
 
-    # -- the retry loops: identical but for `await` --------------------------------------
+    # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
 
     def _send(self, request: httpx.Request, endpoint: str, *, stream: bool) -> httpx.Response:
-        for attempt in range(self.retry.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = self.client.send(request, stream=stream)
             except (httpx.HTTPError, ServingError) as exc:
@@ -360,20 +361,15 @@ class InvocationTransport:
                     return response
                 response.read()
                 response.close()
-                error = error_from_response(
-                    response.status_code, response.text, response.headers, endpoint=endpoint
-                )
-            delay = self.retry.delay(attempt, error)
-            if delay is None:
-                raise error
-            logger.info("retrying %s in %.2fs after %s", endpoint, delay, _brief(error))
-            time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = _response_error(response, endpoint)
+            time.sleep(self._retry_delay(attempt, error))
+            attempt += 1
 
     async def _asend(
         self, client: httpx.AsyncClient, request: httpx.Request, endpoint: str, *, stream: bool
     ) -> httpx.Response:
-        for attempt in range(self.retry.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = await client.send(request, stream=stream)
             except (httpx.HTTPError, ServingError) as exc:
@@ -384,15 +380,17 @@ class InvocationTransport:
                     return response
                 await response.aread()
                 await response.aclose()
-                error = error_from_response(
-                    response.status_code, response.text, response.headers, endpoint=endpoint
-                )
-            delay = self.retry.delay(attempt, error)
-            if delay is None:
-                raise error
-            logger.info("retrying %s in %.2fs after %s", endpoint, delay, _brief(error))
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = _response_error(response, endpoint)
+            await asyncio.sleep(self._retry_delay(attempt, error))
+            attempt += 1
+
+    def _retry_delay(self, attempt: int, error: ServingError) -> float:
+        """Seconds to wait before retrying after `error`; raises it when not retrying."""
+        delay = self.retry.delay(attempt, error)
+        if delay is None:
+            raise error
+        logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
+        return delay
 
 
 # --------------------------------------------------------------------------------------
@@ -443,6 +441,12 @@ def _transport_error(exc: Exception, endpoint: str) -> ServingError:
         error = ServingError(f"HTTP failure ({name}: {exc})", endpoint=endpoint)
     error.__cause__ = exc
     return error
+
+
+def _response_error(response: httpx.Response, endpoint: str) -> ServingError:
+    return error_from_response(
+        response.status_code, response.text, response.headers, endpoint=endpoint
+    )
 
 
 def _brief(error: ServingError) -> str:
