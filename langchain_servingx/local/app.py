@@ -114,7 +114,7 @@ class Registry:
         engine = self.engine(name)
         try:
             await asyncio.wait_for(self._settled[name].wait(), LOAD_WAIT_SECONDS)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
             raise ServingError(
                 503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is still loading."
             ) from None

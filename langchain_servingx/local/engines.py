@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import logging
 import os
 import struct
@@ -89,7 +90,8 @@ class ModelWorker:
         self._active.add(cancel)
 
         def put(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def work() -> None:
             if cancel.is_set():  # abandoned while waiting for its turn
@@ -117,7 +119,7 @@ class ModelWorker:
             cancel.set()
             self._active.discard(cancel)
             # Keep the thread's result from being reported as never retrieved.
-            future.add_done_callback(lambda f: f.exception())
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def close(self) -> None:
         """Stop accepting jobs: queued ones are dropped, running ones told to stop."""
@@ -131,7 +133,6 @@ class Engine:
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        self.ready = threading.Event()
         self.error: str | None = None
 
     def load(self) -> None:
