@@ -324,12 +324,12 @@ class StreamAssembler:
                 )
                 for i, tc in enumerate(delta.get("tool_calls") or ())
             ]
-            metadata: dict[str, Any] = {}
+            metadata: dict[str, Any] = {"model_provider": MODEL_PROVIDER}
             if choice.get("finish_reason"):
                 metadata["finish_reason"] = choice["finish_reason"]
             if choice.get("logprobs"):
                 metadata["logprobs"] = choice["logprobs"]
-            if not content and not tool_chunks and not metadata:
+            if not content and not tool_chunks and len(metadata) == 1:
                 continue
             out.append(
                 (
@@ -389,50 +389,57 @@ class StreamAssembler:
 # --------------------------------------------------------------------------------------
 
 
-def _standard_blocks(message: AIMessage | AIMessageChunk) -> list[types.ContentBlock]:
-    blocks: list[types.ContentBlock] = []
-    content = message.content
-    if isinstance(content, str):
-        if content:
-            blocks.append({"type": "text", "text": content})
-    else:
-        for block in content:
-            if isinstance(block, str):
-                blocks.append({"type": "text", "text": block})
-            elif block.get("type") in ("text", "reasoning", "non_standard"):
-                blocks.append(cast("types.ContentBlock", block))
-            else:
-                blocks.append({"type": "non_standard", "value": block})
-    for call in message.tool_calls:
-        blocks.append(
-            {"type": "tool_call", "id": call["id"], "name": call["name"], "args": call["args"]}
+def _standard_blocks(message: AIMessage) -> list[types.ContentBlock]:
+    """v1 blocks of a whole message: content, then tool calls (valid and invalid)."""
+    blocks = _content_blocks(message)
+    blocks += [
+        types.ToolCall(type="tool_call", id=call["id"], name=call["name"], args=call["args"])
+        for call in message.tool_calls
+    ]
+    blocks += [
+        types.InvalidToolCall(
+            type="invalid_tool_call",
+            id=bad.get("id"),
+            name=bad.get("name"),
+            args=bad.get("args"),
+            error=bad.get("error"),
         )
-    for bad in message.invalid_tool_calls:
-        blocks.append(
-            {
-                "type": "invalid_tool_call",
-                "id": bad.get("id"),
-                "name": bad.get("name"),
-                "args": bad.get("args"),
-                "error": bad.get("error"),
-            }
-        )
-    if isinstance(message, AIMessageChunk) and not message.tool_calls:
-        for part in message.tool_call_chunks:
-            chunk_block = types.ToolCallChunk(
-                type="tool_call_chunk",
-                id=part.get("id"),
-                name=part.get("name"),
-                args=part.get("args"),
-            )
-            if part.get("index") is not None:
-                chunk_block["index"] = cast("int", part["index"])
-            blocks.append(chunk_block)
+        for bad in message.invalid_tool_calls
+    ]
     return blocks
 
 
 def _standard_blocks_chunk(message: AIMessageChunk) -> list[types.ContentBlock]:
-    return _standard_blocks(message)
+    """v1 blocks of a stream chunk: tool calls stay chunks until the last one."""
+    if message.chunk_position == "last":
+        return _standard_blocks(message)
+    blocks = _content_blocks(message)
+    for part in message.tool_call_chunks:
+        block = types.ToolCallChunk(
+            type="tool_call_chunk", id=part.get("id"), name=part.get("name"), args=part.get("args")
+        )
+        if part.get("index") is not None:
+            # A namespace of their own: integers already number the text and reasoning
+            # blocks, and blocks with equal indexes are merged when chunks are added
+            # (core leaves "lc_"-prefixed string indexes unconcatenated).
+            block["index"] = f"lc_tool_call_{part['index']}"
+        blocks.append(block)
+    return blocks
+
+
+def _content_blocks(message: AIMessage) -> list[types.ContentBlock]:
+    content = message.content
+    if isinstance(content, str):
+        return [types.TextContentBlock(type="text", text=content)] if content else []
+    blocks: list[types.ContentBlock] = []
+    for block in content:
+        if isinstance(block, str):
+            blocks.append(types.TextContentBlock(type="text", text=block))
+        elif block.get("type") in ("text", "reasoning", "non_standard"):
+            blocks.append(cast("types.ContentBlock", block))
+        else:
+            blocks.append(types.NonStandardContentBlock(type="non_standard", value=block))
+    return blocks
 
 
 register_translator(MODEL_PROVIDER, _standard_blocks, _standard_blocks_chunk)

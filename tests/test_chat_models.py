@@ -716,3 +716,41 @@ def test_changing_host_after_use_takes_effect(llm: ChatServing, server: ServingT
 def test_stream_chunks_are_ai_message_chunks(llm: ChatServing, server: ServingTestServer) -> None:
     server.reply(PATH, Reply.sse(RUNNING_TOTALS))
     assert all(isinstance(c, AIMessageChunk) for c in llm.stream("x"))
+
+
+def test_v1_stream_gives_standard_blocks(serving_env: ServingTestServer) -> None:
+    reasoning = [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Hmm."}]}]
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "Weather"}}
+    serving_env.reply(
+        PATH,
+        Reply.sse(
+            [
+                chat_chunk({"role": "assistant", "content": reasoning}),
+                chat_chunk({"content": "Checking."}),
+                chat_chunk(
+                    {"tool_calls": [{**call, "function": {"name": "Weather", "arguments": '{"ci'}}]}
+                ),
+                chat_chunk(
+                    {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}]}
+                ),
+                chat_chunk({}, finish_reason="tool_calls"),
+            ]
+        ),
+    )
+    llm = ChatServing(endpoint="chat-ep", output_version="v1")
+    chunks = list(llm.bind_tools([Weather]).stream("x"))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert [(b["type"], b.get("index")) for b in merged.content] == [
+        ("reasoning", 0),
+        ("text", 1),
+        ("tool_call", None),
+    ]
+    assert merged.content[2] == {
+        "type": "tool_call",
+        "name": "Weather",
+        "args": {"city": "Oslo"},
+        "id": "c1",
+    }
+    assert merged.text == "Checking."
