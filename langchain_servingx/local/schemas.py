@@ -169,6 +169,7 @@ class _Sampling(_Lenient):
     stop: list[str] | None = None
     n: int = Field(default=1, ge=1, le=5)
     seed: int | None = None
+    repeat_penalty: float | None = Field(default=None, gt=0.0)  # llama.cpp's, as an extra
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     stream: bool = False
