@@ -265,8 +265,14 @@ def _sampling(
         ),
         "stop": request.stop or [],
         "seed": request.seed,
-        "repeat_penalty": request.repeat_penalty or config.default_repeat_penalty,
     }
+    # The endpoint's default repeat penalty stands in only when the client chose no
+    # penalty of its own: penalties stacked on top of each other garble the answer.
+    own = (request.repeat_penalty, request.frequency_penalty, request.presence_penalty)
+    if all(value is None for value in own):
+        params["repeat_penalty"] = config.default_repeat_penalty
+    elif request.repeat_penalty is not None:
+        params["repeat_penalty"] = request.repeat_penalty
     if request.top_p is not None:
         params["top_p"] = request.top_p
     if request.top_k is not None:
