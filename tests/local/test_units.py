@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,25 @@ def test_bad_schema_is_a_client_error() -> None:
     assert "root" in schema_grammar({"type": "object", "properties": {}}, "f")
     with pytest.raises(ServingError, match="f: unsupported JSON schema"):
         schema_grammar({"type": "no-such-type"}, "f")
+
+
+async def test_sse_keeps_alive_and_reports_errors_in_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from langchain_servingx.local import app
+    from langchain_servingx.local.errors import ServingError
+
+    monkeypatch.setattr(app, "KEEPALIVE_SECONDS", 0.05)
+
+    async def slow(fail: bool) -> Any:
+        await asyncio.sleep(0.2)
+        yield {"n": 1}
+        if fail:
+            raise ServingError(500, "INTERNAL_ERROR", "boom")
+
+    ok = [line async for line in app._sse(slow(fail=False))]
+    assert ok[0] == b": keep-alive\n\n"
+    assert ok[-2:] == [b'data: {"n": 1}\n\n', b"data: [DONE]\n\n"]
+    failed = [line async for line in app._sse(slow(fail=True))]
+    assert failed[-1] == b'data: {"error_code": "INTERNAL_ERROR", "message": "boom"}\n\n'
+    assert b"data: [DONE]\n\n" not in failed
