@@ -164,3 +164,10 @@ async def test_sse_keeps_alive_and_reports_errors_in_band(monkeypatch: pytest.Mo
     failed = [line async for line in app._sse(slow(fail=True))]
     assert failed[-1] == b'data: {"error_code": "INTERNAL_ERROR", "message": "boom"}\n\n'
     assert b"data: [DONE]\n\n" not in failed
+
+
+def test_example_endpoint_file_is_valid() -> None:
+    example = Path(__file__).parents[2] / "examples" / "endpoints.toml"
+    endpoints = {e.name: e for e in load_config(example).resolved()}
+    assert endpoints["upstream-chat"].external is not None
+    assert "local-chat" in endpoints
