@@ -45,14 +45,23 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Offline: the integration suites replay cassettes/ (a missing or stale one fails, nothing
+# is recorded) and no socket may leave the loopback interface.
 test-unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not local" --record-mode=none --allow-hosts=127.0.0.1,::1
 
 test: lint typecheck test-unit
 
 # Live tests against the real models; the tests start (and stop) the endpoint themselves.
 test-local: install-local
 	$(BIN)/pytest -q -m local tests/local
+	SERVINGX_IT_MODE=local $(BIN)/pytest -q tests/integration_tests --disable-recording
+
+# Re-record every cassette against a freshly started local endpoint (stopped afterwards).
+# Old cassettes go first, so none is left behind for a test that no longer exists.
+record: install-local
+	find cassettes -name '*.yaml.gz' -delete
+	SERVINGX_IT_MODE=record $(BIN)/pytest -q tests/integration_tests --record-mode=rewrite
 
 # Start the endpoint on a free port, run the quickstart against it, stop it (even on failure).
 demo: install-local
