@@ -67,5 +67,9 @@ record: install-local
 demo: install-local
 	$(PY) -m langchain_servingx.local.launch -- $(PY) examples/quickstart.py
 
+# Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
+bench: install
+	$(PY) benchmarks/bench_invoke.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
