@@ -69,6 +69,7 @@ demo: install-local
 
 # Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
 bench: install
+	$(PIP) install --quiet -e ".[test,lint,bench]"
 	$(PY) benchmarks/bench_invoke.py
 
 clean:
