@@ -44,6 +44,7 @@ from tests.integration_tests.settings import (
     ENDPOINT_VARS,
     ENDPOINTS,
     LIVE,
+    LOCAL_ENDPOINTS_TOML,
     MODE,
     WORKSPACE_ENV,
     workspace_problem,
@@ -141,7 +142,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def serving_target() -> Iterator[dict[str, str]]:
+def serving_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Environment variables that point the package's classes at this run's target."""
     if MODE == "replay":
         yield {"DATABRICKS_HOST": PLACEHOLDER_HOST, "DATABRICKS_TOKEN": PLACEHOLDER_TOKEN}
@@ -153,7 +154,9 @@ def serving_target() -> Iterator[dict[str, str]]:
     # on a run that tested nothing).
     from langchain_servingx.local.launch import LocalEndpoint
 
-    with LocalEndpoint() as endpoint:
+    config = tmp_path_factory.mktemp("servingx-it") / "endpoints.toml"
+    config.write_text(LOCAL_ENDPOINTS_TOML, encoding="utf-8")
+    with LocalEndpoint(config=config) as endpoint:
         yield endpoint.env()
 
 

