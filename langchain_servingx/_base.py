@@ -189,7 +189,7 @@ class GenerationFields(BaseModel):
     stop: list[str] | None = None
     """Stop sequences; a per-call `stop` replaces them."""
 
-    n: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, strict=True)
     """Completions per prompt; each becomes one generation (`invoke` only, not streams)."""
 
     top_p: float | None = None
