@@ -171,6 +171,7 @@ _CONTEXT_OVERFLOW = re.compile(
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 _MAX_TEXT = 500
+_MAX_WRAPPING = 8  # error objects wrapped in error objects, unwrapped this far
 
 
 def parse_error_body(text: str) -> tuple[str | None, str]:
@@ -183,16 +184,17 @@ def parse_error_body(text: str) -> tuple[str | None, str]:
     if not stripped:
         return None, "(empty response body)"
     try:
-        data = json.loads(stripped)
+        return _from_json(json.loads(stripped), depth=0)
     except ValueError:
         return None, _plain_text(stripped)
-    return _from_json(data, depth=0)
+    except RecursionError:  # a body nested thousands deep: quote its start
+        return None, _truncate(stripped)
 
 
 def _from_json(data: Any, depth: int) -> tuple[str | None, str]:
     if isinstance(data, str):
         return None, data
-    if not isinstance(data, Mapping):
+    if not isinstance(data, Mapping) or depth > _MAX_WRAPPING:
         return None, _truncate(json.dumps(data))
     code = _as_str(data.get("error_code")) or _as_str(data.get("code"))
     if isinstance(data.get("external_model_error"), Mapping):
