@@ -6,6 +6,7 @@ from langchain_servingx._errors import (
     ServingConnectionError,
     ServingContextOverflowError,
     ServingError,
+    ServingInputError,
     ServingInvalidRequestError,
     ServingNotFoundError,
     ServingPermissionDeniedError,
@@ -14,6 +15,7 @@ from langchain_servingx._errors import (
     ServingServerError,
     ServingStreamError,
     ServingTimeoutError,
+    ServingUsageWarning,
 )
 from langchain_servingx._version import __version__
 from langchain_servingx.chat_models import ChatServing
@@ -28,6 +30,7 @@ __all__ = [
     "ServingContextOverflowError",
     "ServingEmbeddings",
     "ServingError",
+    "ServingInputError",
     "ServingInvalidRequestError",
     "ServingLLM",
     "ServingNotFoundError",
@@ -37,5 +40,6 @@ __all__ = [
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
+    "ServingUsageWarning",
     "__version__",
 ]

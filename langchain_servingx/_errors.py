@@ -31,6 +31,7 @@ __all__ = [
     "ServingContextOverflowError",
     "ServingDeadlineExceededError",
     "ServingError",
+    "ServingInputError",
     "ServingInvalidRequestError",
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
@@ -39,6 +40,7 @@ __all__ = [
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
+    "ServingUsageWarning",
 ]
 
 _REQUEST_ID_HEADERS = ("x-request-id", "x-databricks-request-id", "request-id")
@@ -97,6 +99,17 @@ def _rebuild_error(cls: type[ServingError], message: str, attrs: dict[str, Any])
 
 class ServingConfigurationError(ServingError, ValueError):
     """Host or credentials are missing, conflicting or unsafe."""
+
+
+class ServingInputError(ServingError, ValueError, TypeError):
+    """What the caller passed cannot be sent: a message, content block, tool or text list.
+
+    A `ValueError` and a `TypeError` too, so code catching either keeps working.
+    """
+
+
+class ServingUsageWarning(UserWarning):
+    """A streamed answer was kept but its token usage is missing (see `usage_missing`)."""
 
 
 class ServingAuthenticationError(ServingError, ModelAuthenticationError):

@@ -11,7 +11,8 @@ from langchain_core.embeddings import Embeddings
 from pydantic import Field
 
 from langchain_servingx._base import ServingClientBase
-from langchain_servingx._errors import ServingResponseError
+from langchain_servingx._decoding import MalformedAnswer, vector
+from langchain_servingx._errors import ServingInputError, ServingResponseError
 
 __all__ = ["ServingEmbeddings"]
 
@@ -110,8 +111,19 @@ class ServingEmbeddings(ServingClientBase, Embeddings):
     # -- splitting and joining ---------------------------------------------------------
 
     def _batches(self, texts: list[str]) -> list[_Batch]:
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"{self.endpoint!r}: embed_documents expects a list of strings")
+        if not isinstance(texts, (list, tuple)):
+            raise ServingInputError(
+                f"embed_documents expects a list of strings, got {type(texts).__name__}",
+                endpoint=self.endpoint,
+            )
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ServingInputError(
+                    f"embed_documents expects a list of strings: text {position} is "
+                    f"{type(text).__name__}",
+                    endpoint=self.endpoint,
+                )
+        texts = list(texts)
         size = self.batch_size
         count = -(-len(texts) // size)
         return [
@@ -149,7 +161,7 @@ class _Batch:
     @classmethod
     def single(cls, text: str) -> _Batch:
         if not isinstance(text, str):
-            raise TypeError(f"embed_query expects a string, got {type(text).__name__}")
+            raise ServingInputError(f"embed_query expects a string, got {type(text).__name__}")
         return cls([text], 0, 1, 1)
 
     @property
@@ -173,16 +185,13 @@ class _Batch:
         items = order_by_index(data, len(self.texts), "embeddings", invalid)
         vectors: list[list[float]] = []
         for position, item in enumerate(items):
-            vector = item.get("embedding")
-            if not isinstance(vector, list) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector
-            ):
-                raise invalid(f"item {position} has no numeric 'embedding' list")
-            if vectors and len(vector) != len(vectors[0]):
-                raise invalid(f"vectors differ in dimension ({len(vectors[0])} and {len(vector)})")
-            vectors.append([float(v) for v in vector])
-        if vectors and not vectors[0]:
-            raise invalid("the vectors are empty")
+            try:
+                values = vector(item.get("embedding"), f"item {position}'s embedding")
+            except MalformedAnswer as exc:
+                raise invalid(str(exc)) from None
+            if vectors and len(values) != len(vectors[0]):
+                raise invalid(f"vectors differ in dimension ({len(vectors[0])} and {len(values)})")
+            vectors.append(values)
         return vectors
 
 

@@ -164,8 +164,11 @@ def test_rejects_a_string_instead_of_a_list(serving_env: ServingTestServer) -> N
         (embedding_response([[1.0], [2.0], [3.0], [4.0]], indexes=[0, 1, 2, 2]), "appears twice"),
         (embedding_response([[1.0], [2.0], [3.0], [4.0]], indexes=[0, 1, 2, 4]), "out of range"),
         (embedding_response([[1.0], [2.0], [3.0, 3.0], [4.0]]), "differ in dimension"),
-        (embedding_response([[1.0], [2.0], ["x"], [4.0]]), "no numeric 'embedding'"),
-        (embedding_response([[], [], [], []]), "the vectors are empty"),
+        (
+            embedding_response([[1.0], [2.0], ["x"], [4.0]]),
+            "item 2's embedding holds the string 'x', expected numbers",
+        ),
+        (embedding_response([[], [], [], []]), "item 0's embedding is empty"),
         ({"data": {"0": [1.0]}}, "expected a 'data' list"),
         (
             {"data": [{"index": 0, "embedding": [1.0]}, {"embedding": [2.0]}, 3, 4]},
