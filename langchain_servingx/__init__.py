@@ -2,15 +2,18 @@
 
 from langchain_servingx._errors import (
     ServingAuthenticationError,
+    ServingBrokenConnectionError,
     ServingConfigurationError,
     ServingConnectionError,
     ServingContextOverflowError,
+    ServingDeadlineExceededError,
     ServingError,
     ServingInputError,
     ServingInvalidRequestError,
     ServingNotFoundError,
     ServingPermissionDeniedError,
     ServingRateLimitError,
+    ServingReadTimeoutError,
     ServingResponseError,
     ServingServerError,
     ServingStreamError,
@@ -21,13 +24,18 @@ from langchain_servingx._version import __version__
 from langchain_servingx.chat_models import ChatServing
 from langchain_servingx.embeddings import ServingEmbeddings
 from langchain_servingx.llms import ServingLLM
+from langchain_servingx.workspace import EndpointInfo, ServedEntity, ServingWorkspace
 
 __all__ = [
     "ChatServing",
+    "EndpointInfo",
+    "ServedEntity",
     "ServingAuthenticationError",
+    "ServingBrokenConnectionError",
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
+    "ServingDeadlineExceededError",
     "ServingEmbeddings",
     "ServingError",
     "ServingInputError",
@@ -36,10 +44,12 @@ __all__ = [
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
     "ServingRateLimitError",
+    "ServingReadTimeoutError",
     "ServingResponseError",
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
     "ServingUsageWarning",
+    "ServingWorkspace",
     "__version__",
 ]

@@ -26,6 +26,7 @@ from langchain_core.exceptions import (
 
 __all__ = [
     "ServingAuthenticationError",
+    "ServingBrokenConnectionError",
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
@@ -36,6 +37,7 @@ __all__ = [
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
     "ServingRateLimitError",
+    "ServingReadTimeoutError",
     "ServingResponseError",
     "ServingServerError",
     "ServingStreamError",
@@ -144,12 +146,32 @@ class ServingTimeoutError(ServingError, ModelTimeoutError):
     """The request ran past a time limit: 408 or 504 from the server, or `timeout` here."""
 
 
+class ServingReadTimeoutError(ServingTimeoutError):
+    """The request went out and no answer came within `timeout`.
+
+    Not retryable (`is_retryable` is False): the server may still be running, and billing,
+    the generation; the transport retries it only with `retry_read_timeouts=True`.
+    """
+
+    is_retryable = False
+
+
 class ServingDeadlineExceededError(ServingTimeoutError, ServingServerError):
     """504: the model or a gateway ran past its time limit (a timeout and a 5xx)."""
 
 
 class ServingConnectionError(ServingError, ModelConnectionError):
     """The endpoint could not be reached."""
+
+
+class ServingBrokenConnectionError(ServingConnectionError):
+    """The connection broke after the request was sent, before the answer was complete.
+
+    Not retryable (`is_retryable` is False), like a read timeout: the model may have run
+    the request; the transport retries it only with `retry_read_timeouts=True`.
+    """
+
+    is_retryable = False
 
 
 class ServingResponseError(ServingError):

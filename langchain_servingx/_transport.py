@@ -1,9 +1,10 @@
-"""The invocation transport: the one place that speaks HTTP for every public class.
+"""The transport: the one place that speaks HTTP for every public class and the workspace.
 
-It knows addresses (`EndpointAddress`), owns one pooled sync and one async `httpx` client
-per model instance (created on first use, left out of pickles), retries what is safe to
-retry, parses server-sent events and turns every failure into a typed `ServingError`.
-It knows nothing of LangChain: callers hand it a JSON body and get JSON objects back.
+It knows addresses (`EndpointAddress`), uses one pool of `httpx` clients per workspace
+(`ClientPool`: created on first use, left out of pickles, closed with `close()`), retries
+what is safe to retry, parses server-sent events and turns every failure into a typed
+`ServingError`. It knows nothing of LangChain: callers hand it a JSON body and get JSON
+objects back.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import asyncio
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
+from langchain_servingx import contract
 from langchain_servingx._auth import BearerTokenAuth, ClientCredentialsAuth
+from langchain_servingx._clients import ClientPool
 from langchain_servingx._config import (
     MISSING_CREDENTIALS_HINT,
     ClientCredentials,
@@ -32,9 +34,14 @@ from langchain_servingx._config import (
 )
 from langchain_servingx._decoding import DEFAULT_MAX_RESPONSE_BYTES, MalformedAnswer, loads
 from langchain_servingx._errors import (
+    ServingBrokenConnectionError,
     ServingConfigurationError,
     ServingConnectionError,
+    ServingContextOverflowError,
     ServingError,
+    ServingInvalidRequestError,
+    ServingNotFoundError,
+    ServingReadTimeoutError,
     ServingResponseError,
     ServingStreamError,
     ServingTimeoutError,
@@ -45,24 +52,18 @@ from langchain_servingx._version import __version__
 
 __all__ = [
     "EndpointAddress",
+    "ErrorExplainer",
     "InvocationTransport",
     "RetryPolicy",
     "StreamReader",
-    "Task",
     "check_endpoint_name",
 ]
 
 logger = logging.getLogger("langchain_servingx")
 
-Task = Literal["chat", "completions", "embeddings"]
-_OPENAI_PATHS: dict[str, str] = {
-    "chat": "/chat/completions",
-    "completions": "/completions",
-    "embeddings": "/embeddings",
-}
+Task = contract.Task
 _USER_AGENT = f"langchain-servingx/{__version__}"
 _URL_CACHE_SIZE = 256
-_FORBIDDEN_IN_NAMES = ("/", "\\", "?", "#", "%")
 _POOL_SIZE = 256
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body is read this far, the rest dropped
 
@@ -74,71 +75,79 @@ _MAX_ERROR_BYTES = 1024 * 1024  # an error body is read this far, the rest dropp
 
 def check_endpoint_name(name: str, what: str = "endpoint") -> str:
     """Refuse names that could change the URL path instead of naming one endpoint."""
-    if not isinstance(name, str) or not name:
-        raise ServingConfigurationError(f"{what} name must be a non-empty string, got {name!r}")
-    bad = [c for c in _FORBIDDEN_IN_NAMES if c in name]
-    if bad or name in (".", "..") or any(c.isspace() or ord(c) < 32 for c in name):
-        raise ServingConfigurationError(
-            f"{what} name {name!r} is not a valid path segment "
-            "(no '/', '\\', '?', '#', '%', whitespace, '.' or '..')"
-        )
+    problem = contract.name_problem(name)
+    if problem is not None:
+        raise ServingConfigurationError(f"{what} name {name!r} {problem}")
     return name
 
 
 @dataclass(frozen=True)
 class EndpointAddress:
-    """How one endpoint is addressed: the route and whether the body names the model.
+    """How endpoints are addressed: the route root and whether the body names the model.
 
     - native: `{host}/serving-endpoints/{endpoint}/invocations`
-    - `served_model`: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
+    - a served model: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
     - `openai_compatible`: `{host}/serving-endpoints/chat/completions` with `"model"` in the body
     - `base_url`: any OpenAI-compatible server, `{base_url}/chat/completions`, `"model"` in body
+
+    `host` is the workspace (None for a `base_url` server): the listing API lives there.
     """
 
     root: str
-    served_model: str | None = None
     openai_compatible: bool = False
+    host: str | None = None
 
     @classmethod
     def build(
-        cls,
-        *,
-        host: str | None,
-        base_url: str | None,
-        served_model: str | None,
-        openai_compatible: bool,
+        cls, *, host: str | None, base_url: str | None, openai_compatible: bool
     ) -> EndpointAddress:
         """Validate one addressing choice and return the address."""
         if base_url is not None:
-            if served_model is not None:
-                raise ServingConfigurationError("served_model cannot be combined with base_url")
-            return cls(
-                normalize_url(base_url, what="base_url", allow_path=True), openai_compatible=True
-            )
+            return cls(normalize_url(base_url), openai_compatible=True)
         if host is None:
             raise ServingConfigurationError(
                 "no host configured: set DATABRICKS_HOST, pass host=, name a ~/.databrickscfg "
                 "profile, or pass base_url= for another OpenAI-compatible server"
             )
-        if served_model is not None:
-            if openai_compatible:
-                raise ServingConfigurationError(
-                    "served_model addresses the native invocations route; "
-                    "it cannot be combined with openai_compatible=True"
-                )
-            check_endpoint_name(served_model, "served model")
-        return cls(host + "/serving-endpoints", served_model, openai_compatible)
+        return cls(host + "/serving-endpoints", openai_compatible, host)
 
-    def url(self, task: Task, endpoint: str) -> str:
-        """The URL to POST to for `task` on `endpoint`."""
+    def check_served_model(self, served_model: str | None) -> None:
+        """Refuse a served model this address cannot reach."""
+        if served_model is None:
+            return
+        if self.host is None:
+            raise ServingConfigurationError("served_model cannot be combined with base_url")
         if self.openai_compatible:
-            return self.root + _OPENAI_PATHS[task]
+            raise ServingConfigurationError(
+                "served_model addresses the native invocations route; "
+                "it cannot be combined with openai_compatible=True"
+            )
+        check_endpoint_name(served_model, "served model")
+
+    def url(self, task: Task, endpoint: str, served_model: str | None = None) -> str:
+        """The URL to POST to for `task` on `endpoint` (or one of its served models)."""
+        if self.openai_compatible:
+            path = contract.OPENAI_PATHS.get(task)
+            if path is None:
+                raise ServingConfigurationError(
+                    f"task {task} has no OpenAI-compatible route; use the native route"
+                )
+            return self.root + path
+        self.check_served_model(served_model)
         # Checked here too, not only by the callers: this is the one place a name becomes
         # a path segment, and httpx resolves a bare ".." segment instead of sending it.
         url = f"{self.root}/{quote(check_endpoint_name(endpoint), safe='')}"
-        if self.served_model is not None:
-            url += f"/served-models/{quote(self.served_model, safe='')}"
+        if served_model is not None:
+            url += f"/served-models/{quote(served_model, safe='')}"
         return url + "/invocations"
+
+    def api_url(self, path: str) -> str:
+        """`{host}/api/2.0/{path}`: the workspace REST API (the listing)."""
+        if self.host is None:
+            raise ServingConfigurationError(
+                "a base_url server has no workspace API (listing endpoints needs host=)"
+            )
+        return f"{self.host}/api/2.0/{path}"
 
 
 # --------------------------------------------------------------------------------------
@@ -157,13 +166,14 @@ class RetryPolicy:
     """Exponential backoff with full jitter, honouring the server's `Retry-After`.
 
     What is retried: 429, 500, 502, 503, 504, and failures that cannot have reached the model
-    (no connection, or a kept-alive connection the server had already closed). A read timeout
-    or a connection broken after the request went out is retried only with
-    `retry_read_timeouts`, because the server may still be running (and billing) the first
-    generation. Up to `max_retries` retries; 429 and 503, where the server asks to come back
-    later, are retried past that count while the request stays within `budget` seconds. No
-    retry starts whose wait would end past the budget, and a `Retry-After` longer than
-    `max_retry_after` is not slept through: the error is raised with its `retry_after`.
+    (no connection, a request not completely sent, or a kept-alive connection the server had
+    already closed). A read timeout or a connection broken after the request went out is
+    retried only with `retry_read_timeouts` (or for idempotent requests), because the server
+    may still be running (and billing) the first generation. Up to `max_retries` retries;
+    429 and 503, where the server asks to come back later, are retried past that count while
+    the request stays within `budget` seconds. No retry starts whose wait would end past the
+    budget, and a `Retry-After` longer than `max_retry_after` is not slept through: the error
+    is raised with its `retry_after` so the caller can decide.
     """
 
     max_retries: int = 3
@@ -173,14 +183,18 @@ class RetryPolicy:
     retry_read_timeouts: bool = False
     budget: float | None = 120.0
 
-    def delay(self, attempt: int, error: ServingError, elapsed: float = 0.0) -> float | None:
+    def delay(
+        self, attempt: int, error: ServingError, *, idempotent: bool = False, elapsed: float = 0.0
+    ) -> float | None:
         """Seconds to wait before retry number `attempt + 1`, or None to give up.
 
+        `idempotent` requests (GET) are retried after a read timeout too: nothing re-runs.
         `elapsed` is the time since the first attempt started.
         """
-        if self.max_retries <= 0 or not self._retryable(error):
+        if self.max_retries <= 0 or not self._retryable(error, idempotent):
             return None
-        if attempt >= self.max_retries and error.status_code not in _OVERLOAD_STATUSES:
+        past_count = attempt >= self.max_retries
+        if past_count and (error.status_code not in _OVERLOAD_STATUSES or self.budget is None):
             return None
         ceiling = min(self.max_delay, self.initial_delay * 2 ** min(attempt, 32))
         wait = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
@@ -189,32 +203,18 @@ class RetryPolicy:
             if retry_after > self.max_retry_after:
                 return None
             wait = max(retry_after, wait)
-        if attempt >= self.max_retries and self.budget is None:
-            return None  # past the count, only a budget allows more
         if self.budget is not None and elapsed + wait > self.budget:
             return None
         return wait
 
-    def _retryable(self, error: ServingError) -> bool:
-        if isinstance(error, _AfterSendError):
-            return self.retry_read_timeouts
+    def _retryable(self, error: ServingError, idempotent: bool) -> bool:
+        if isinstance(error, (ServingReadTimeoutError, ServingBrokenConnectionError)):
+            return idempotent or self.retry_read_timeouts
         if isinstance(error, ServingConnectionError):
             return True
+        if isinstance(error, ServingTimeoutError) and error.status_code is None:
+            return True  # connect, write or pool timeout: no complete request reached the server
         return error.status_code in _RETRY_STATUSES
-
-
-class _AfterSendError(ServingError):
-    """Internal marker: the request went out and then the exchange failed."""
-
-    is_retryable = False  # the model may have run it: retrying may run it twice
-
-
-class _ReadTimeoutError(_AfterSendError, ServingTimeoutError):
-    """Internal marker: the request was sent and no answer came in time."""
-
-
-class _BrokenAfterSendError(_AfterSendError, ServingConnectionError):
-    """Internal marker: the connection broke after the request was sent."""
 
 
 # --------------------------------------------------------------------------------------
@@ -222,12 +222,24 @@ class _BrokenAfterSendError(_AfterSendError, ServingConnectionError):
 # --------------------------------------------------------------------------------------
 
 
-class InvocationTransport:
-    """POST JSON to serving endpoints, plain or streamed, with retries and typed errors.
+class ErrorExplainer(Protocol):
+    """Adds what the workspace knows to a 400/404 (another task, no such endpoint)."""
 
-    One instance per model object. Clients are created lazily: the sync one once, the async
-    one once per event loop (an `httpx.AsyncClient` must not outlive the loop it ran on).
-    Pickling keeps the configuration and drops the clients.
+    def explain(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        """The error to raise instead of `error`."""
+        ...
+
+    async def aexplain(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        """Async `explain`."""
+        ...
+
+
+class InvocationTransport:
+    """Send JSON to a workspace's endpoints and API, plain or streamed, with typed errors.
+
+    One instance per `ServingWorkspace`, shared by every model on it. Clients live in a
+    `ClientPool` (the sync one once, an async one per event loop); pickling keeps the
+    configuration and drops the clients.
     """
 
     def __init__(
@@ -240,31 +252,31 @@ class InvocationTransport:
         auth: httpx.Auth | None = None,
         allow_insecure_http: bool = False,
         require_credentials: bool = True,
+        explainer: ErrorExplainer | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.address = address
         self.max_response_bytes = max_response_bytes
         self.retry = retry
         self.timeout = httpx.Timeout(timeout, connect=min(timeout or 10.0, 10.0))
+        self.explainer = explainer
         self._auth = auth if auth is not None else _auth_from(settings, require_credentials)
         if self._auth is not None and not allow_insecure_http:
             _refuse_cleartext(address.root)
             if isinstance(self._auth, ClientCredentialsAuth):
                 # The client secret goes to the host, which base_url may not be.
                 _refuse_cleartext(self._auth.token_url)
-        self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
-        self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._urls: dict[tuple[str, str], httpx.URL] = {}
+        self._pool = ClientPool(self._client_kwargs)
+        self._urls: dict[tuple[str, str, str | None], httpx.URL] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_lock=None, _client=None, _aclients={}, _urls={})
+        state.update(_pool=None, _urls={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._pool = ClientPool(self._client_kwargs)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -284,40 +296,28 @@ class InvocationTransport:
     @property
     def client(self) -> httpx.Client:
         """The pooled sync client, created on first use."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(**self._client_kwargs())
-                client = self._client
-        return client
+        return self._pool.client
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
+    async def aclient(self) -> httpx.AsyncClient:
         """The pooled async client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            with self._lock:
-                for old in [lp for lp in self._aclients if lp.is_closed()]:
-                    del self._aclients[old]
-                client = self._aclients.setdefault(loop, httpx.AsyncClient(**self._client_kwargs()))
-        return client
+        return await self._pool.aclient()
 
     def close(self) -> None:
-        """Close the sync client (async clients close with their loops)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close every client this transport opened (async ones on their own loops)."""
+        self._pool.close()
 
-    # -- requests ----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Async `close`."""
+        await self._pool.aclose()
 
-    def _url(self, task: Task, endpoint: str) -> httpx.URL:
+    # -- invocations -------------------------------------------------------------------
+
+    def _url(self, task: Task, endpoint: str, served_model: str | None) -> httpx.URL:
         """The parsed URL for `task` on `endpoint`, cached: most calls repeat one endpoint."""
-        key = (task, endpoint)
+        key = (task, endpoint, served_model)
         url = self._urls.get(key)
         if url is None:
-            url = httpx.URL(self.address.url(task, endpoint))
+            url = httpx.URL(self.address.url(task, endpoint, served_model))
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[key] = url
         return url
@@ -328,51 +328,54 @@ class InvocationTransport:
         task: Task,
         endpoint: str,
         body: dict[str, Any],
+        served_model: str | None,
     ) -> httpx.Request:
         if self.address.openai_compatible:
             body["model"] = endpoint
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return client.build_request(
             "POST",
-            self._url(task, endpoint),
+            self._url(task, endpoint, served_model),
             content=content,
             headers={"Content-Type": "application/json"},
         )
 
-    def invoke(self, task: Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    def invoke(
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+    ) -> dict[str, Any]:
         """POST `body` and return the decoded JSON answer."""
-        request = self._build(self.client, task, endpoint, body)
-        response = self._send(request, endpoint)
+        request = self._build(self.client, task, endpoint, body, served_model)
         try:
-            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
-            for chunk in response.iter_bytes():
-                limit.add(chunk)
-        except httpx.HTTPError as exc:
-            raise _body_error(exc, endpoint) from None
-        finally:
-            response.close()
-        return _decode(limit.body(), response, endpoint)
+            response = self._send(request, endpoint)
+        except ServingError as error:
+            explained = self._explained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
+        return _decode(self._read(response, endpoint), response, endpoint)
 
-    async def ainvoke(self, task: Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def ainvoke(
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+    ) -> dict[str, Any]:
         """Async `invoke`."""
-        client = self.aclient
-        request = self._build(client, task, endpoint, body)
-        response = await self._asend(client, request, endpoint)
+        client = await self.aclient()
+        request = self._build(client, task, endpoint, body, served_model)
         try:
-            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
-            async for chunk in response.aiter_bytes():
-                limit.add(chunk)
-        except httpx.HTTPError as exc:
-            raise _body_error(exc, endpoint) from None
-        finally:
-            await response.aclose()
-        return _decode(limit.body(), response, endpoint)
+            response = await self._asend(client, request, endpoint)
+        except ServingError as error:
+            explained = await self._aexplained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
+        return _decode(await self._aread(response, endpoint), response, endpoint)
 
     def stream(
         self,
         task: Task,
         endpoint: str,
         body: dict[str, Any],
+        *,
+        served_model: str | None = None,
         reader: StreamReader | None = None,
     ) -> Iterator[dict[str, Any]]:
         """POST `body` with `"stream": true` and yield each event's JSON object.
@@ -380,8 +383,14 @@ class InvocationTransport:
         Pass a `reader` to learn afterwards how the stream ended (`done`, `finished`).
         """
         body["stream"] = True
-        request = self._build(self.client, task, endpoint, body)
-        response = self._send(request, endpoint)
+        request = self._build(self.client, task, endpoint, body, served_model)
+        try:
+            response = self._send(request, endpoint)
+        except ServingError as error:
+            explained = self._explained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         reader = reader or StreamReader(endpoint)
         try:
             try:
@@ -402,13 +411,21 @@ class InvocationTransport:
         task: Task,
         endpoint: str,
         body: dict[str, Any],
+        *,
+        served_model: str | None = None,
         reader: StreamReader | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Async `stream`."""
         body["stream"] = True
-        client = self.aclient
-        request = self._build(client, task, endpoint, body)
-        response = await self._asend(client, request, endpoint)
+        client = await self.aclient()
+        request = self._build(client, task, endpoint, body, served_model)
+        try:
+            response = await self._asend(client, request, endpoint)
+        except ServingError as error:
+            explained = await self._aexplained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         reader = reader or StreamReader(endpoint)
         try:
             try:
@@ -424,10 +441,73 @@ class InvocationTransport:
         finally:
             await response.aclose()
 
-    # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
-    # Both return a 2xx response whose body is still unread (the callers read it, capped).
+    def _explained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        if self.explainer is None or not _explainable(error):
+            return error
+        return self.explainer.explain(task, endpoint, error)
 
-    def _send(self, request: httpx.Request, endpoint: str) -> httpx.Response:
+    async def _aexplained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        if self.explainer is None or not _explainable(error):
+            return error
+        return await self.explainer.aexplain(task, endpoint, error)
+
+    # -- the workspace API: method-generic, GET is idempotent ----------------------------
+
+    def _api_request(
+        self,
+        client: httpx.Client | httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+    ) -> httpx.Request:
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        return client.build_request(
+            method, self.address.api_url(path), content=content, headers=headers
+        )
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        """Call `{host}/api/2.0/{path}` and return its JSON object (`name`: for errors)."""
+        request = self._api_request(self.client, method, path, body)
+        response = self._send(request, name, idempotent=method == "GET", max_retries=max_retries)
+        return _decode(self._read(response, name), response, name)
+
+    async def aapi(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        """Async `api`."""
+        client = await self.aclient()
+        request = self._api_request(client, method, path, body)
+        response = await self._asend(
+            client, request, name, idempotent=method == "GET", max_retries=max_retries
+        )
+        return _decode(await self._aread(response, name), response, name)
+
+    # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
+    # Both return a 2xx response whose body is still unread (`_read` reads it, capped).
+
+    def _send(
+        self,
+        request: httpx.Request,
+        endpoint: str | None,
+        *,
+        idempotent: bool = False,
+        max_retries: int | None = None,
+    ) -> httpx.Response:
         attempt, started = 0, _clock()
         while True:
             trace = _Trace()
@@ -449,11 +529,17 @@ class InvocationTransport:
                 finally:
                     response.close()
                 error = _response_error(response, limit.body(), endpoint)
-            time.sleep(self._retry_delay(attempt, error, started))
+            time.sleep(self._retry_delay(attempt, error, idempotent, max_retries, started))
             attempt += 1
 
     async def _asend(
-        self, client: httpx.AsyncClient, request: httpx.Request, endpoint: str
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        endpoint: str | None,
+        *,
+        idempotent: bool = False,
+        max_retries: int | None = None,
     ) -> httpx.Response:
         attempt, started = 0, _clock()
         while True:
@@ -476,16 +562,61 @@ class InvocationTransport:
                 finally:
                     await response.aclose()
                 error = _response_error(response, limit.body(), endpoint)
-            await asyncio.sleep(self._retry_delay(attempt, error, started))
+            await asyncio.sleep(self._retry_delay(attempt, error, idempotent, max_retries, started))
             attempt += 1
 
-    def _retry_delay(self, attempt: int, error: ServingError, started: float) -> float:
+    def _retry_delay(
+        self,
+        attempt: int,
+        error: ServingError,
+        idempotent: bool,
+        max_retries: int | None,
+        started: float,
+    ) -> float:
         """Seconds to wait before retrying after `error`; raises it when not retrying."""
-        delay = self.retry.delay(attempt, error, _clock() - started)
+        delay = (
+            None
+            if max_retries is not None and attempt >= max_retries
+            else self.retry.delay(attempt, error, idempotent=idempotent, elapsed=_clock() - started)
+        )
         if delay is None:
             raise _redacted(error)
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
         return delay
+
+    def _read(self, response: httpx.Response, endpoint: str | None) -> bytes:
+        """A 2xx answer's body, refused past `max_response_bytes`.
+
+        The model has run by now, so a failure while reading is raised, never retried.
+        """
+        try:
+            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
+            for chunk in response.iter_bytes():
+                limit.add(chunk)
+        except httpx.HTTPError as exc:
+            raise _body_error(exc, endpoint) from None
+        finally:
+            response.close()
+        return limit.body()
+
+    async def _aread(self, response: httpx.Response, endpoint: str | None) -> bytes:
+        """Async `_read`."""
+        try:
+            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
+            async for chunk in response.aiter_bytes():
+                limit.add(chunk)
+        except httpx.HTTPError as exc:
+            raise _body_error(exc, endpoint) from None
+        finally:
+            await response.aclose()
+        return limit.body()
+
+
+def _explainable(error: ServingError) -> bool:
+    """A 400 or 404 that could come from the wrong task or a missing endpoint."""
+    return isinstance(error, (ServingInvalidRequestError, ServingNotFoundError)) and not (
+        isinstance(error, ServingContextOverflowError) or error.status_code not in (400, 404)
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -541,25 +672,30 @@ class _Trace:
         self.sync(name, info)
 
 
-def _transport_error(exc: Exception, endpoint: str, trace: _Trace) -> ServingError:
+def _transport_error(exc: Exception, endpoint: str | None, trace: _Trace) -> ServingError:
     """Classify a failed exchange by whether the request can have reached the model."""
     if isinstance(exc, ServingError):
         return exc
     name = type(exc).__name__
     error: ServingError
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-        error = ServingConnectionError(
-            f"cannot reach the endpoint ({name}: {exc})", endpoint=endpoint
-        )
-    elif isinstance(exc, httpx.PoolTimeout):
-        error = ServingConnectionError(
-            f"no free connection in the pool in time ({name})", endpoint=endpoint
-        )
-    elif isinstance(exc, httpx.ReadTimeout):
-        error = _ReadTimeoutError(
+    if isinstance(exc, httpx.ReadTimeout):
+        error = ServingReadTimeoutError(
             f"no response within the read timeout ({name}); not retried by default because "
             "the generation may still be running: raise timeout= or set retry_read_timeouts=True",
             endpoint=endpoint,
+        )
+    elif isinstance(exc, httpx.ConnectTimeout):
+        error = ServingConnectionError(f"timed out connecting ({name})", endpoint=endpoint)
+    elif isinstance(exc, httpx.WriteTimeout):
+        error = ServingTimeoutError(f"timed out sending the request ({name})", endpoint=endpoint)
+    elif isinstance(exc, httpx.PoolTimeout):
+        error = ServingTimeoutError(
+            f"no free connection in the pool in time ({name}): too many requests in flight",
+            endpoint=endpoint,
+        )
+    elif isinstance(exc, httpx.ConnectError):
+        error = ServingConnectionError(
+            f"cannot reach the endpoint ({name}: {exc})", endpoint=endpoint
         )
     elif isinstance(exc, httpx.TransportError) and not trace.sent:
         error = ServingConnectionError(
@@ -573,7 +709,7 @@ def _transport_error(exc: Exception, endpoint: str, trace: _Trace) -> ServingErr
             endpoint=endpoint,
         )
     elif isinstance(exc, httpx.TransportError):
-        error = _BrokenAfterSendError(
+        error = ServingBrokenConnectionError(
             f"the connection broke after the request was sent ({name}: {exc}); not retried by "
             "default because the model may have run it: set retry_read_timeouts=True to retry",
             endpoint=endpoint,
@@ -584,7 +720,7 @@ def _transport_error(exc: Exception, endpoint: str, trace: _Trace) -> ServingErr
     return error
 
 
-def _body_error(exc: httpx.HTTPError, endpoint: str) -> ServingError:
+def _body_error(exc: httpx.HTTPError, endpoint: str | None) -> ServingError:
     """A failure while reading an answer's body: the model has run, nothing is retried."""
     cls = ServingTimeoutError if isinstance(exc, httpx.TimeoutException) else ServingConnectionError
     return _redacted(
@@ -612,7 +748,7 @@ def _redacted(error: ServingError) -> ServingError:
     return error
 
 
-def _response_error(response: httpx.Response, body: bytes, endpoint: str) -> ServingError:
+def _response_error(response: httpx.Response, body: bytes, endpoint: str | None) -> ServingError:
     text = body.decode(response.encoding or "utf-8", errors="replace")
     return error_from_response(response.status_code, text, response.headers, endpoint=endpoint)
 
@@ -632,7 +768,7 @@ class _BodyLimit:
     __slots__ = ("chunks", "endpoint", "limit", "response", "size", "truncate")
 
     def __init__(
-        self, response: httpx.Response, endpoint: str, limit: int, *, truncate: bool = False
+        self, response: httpx.Response, endpoint: str | None, limit: int, *, truncate: bool = False
     ) -> None:
         self.response = response
         self.endpoint = endpoint
@@ -665,7 +801,7 @@ class _BodyLimit:
         )
 
 
-def _decode(body: bytes, response: httpx.Response, endpoint: str) -> dict[str, Any]:
+def _decode(body: bytes, response: httpx.Response, endpoint: str | None) -> dict[str, Any]:
     """The JSON object of a 2xx answer; an error body sent with a 2xx status is raised."""
     try:
         data = loads(body)

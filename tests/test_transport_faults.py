@@ -30,16 +30,16 @@ MODES = pytest.mark.parametrize("mode", ["sync", "async"])
 def call(transport, mode: str, body: dict | None = None) -> dict:
     body = {"messages": []} if body is None else body
     if mode == "sync":
-        return transport.invoke("chat", "ep", body)
-    return asyncio.run(transport.ainvoke("chat", "ep", body))
+        return transport.invoke("llm/v1/chat", "ep", body)
+    return asyncio.run(transport.ainvoke("llm/v1/chat", "ep", body))
 
 
 def stream(transport, mode: str) -> list[dict]:
     if mode == "sync":
-        return list(transport.stream("chat", "ep", {"messages": []}))
+        return list(transport.stream("llm/v1/chat", "ep", {"messages": []}))
 
     async def run() -> list[dict]:
-        return [c async for c in transport.astream("chat", "ep", {"messages": []})]
+        return [c async for c in transport.astream("llm/v1/chat", "ep", {"messages": []})]
 
     return asyncio.run(run())
 
@@ -72,8 +72,8 @@ def test_kept_alive_connection_closed_before_any_answer_is_retried(server, sleep
     """The reused connection fails with no response byte: the stale keep-alive race."""
     server.reply(PATH, Reply.json({"first": True}), Reply.dropped(), Reply.json({"ok": True}))
     transport = make_transport(server.url, max_retries=3)
-    assert transport.invoke("chat", "ep", {}) == {"first": True}
-    assert transport.invoke("chat", "ep", {}) == {"ok": True}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"first": True}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
     assert len(server.requests) == 3
     assert len(sleeps) == 1
     assert server.connections == 2  # the dropped connection was replaced once
@@ -82,8 +82,8 @@ def test_kept_alive_connection_closed_before_any_answer_is_retried(server, sleep
 async def test_kept_alive_connection_closed_is_retried_async(server, sleeps) -> None:
     server.reply(PATH, Reply.json({"first": True}), Reply.dropped(), Reply.json({"ok": True}))
     transport = make_transport(server.url, max_retries=3)
-    assert await transport.ainvoke("chat", "ep", {}) == {"first": True}
-    assert await transport.ainvoke("chat", "ep", {}) == {"ok": True}
+    assert await transport.ainvoke("llm/v1/chat", "ep", {}) == {"first": True}
+    assert await transport.ainvoke("llm/v1/chat", "ep", {}) == {"ok": True}
     assert len(server.requests) == 3
 
 
@@ -131,7 +131,7 @@ def test_no_retry_starts_past_the_budget(server, sleeps) -> None:
     server.reply(PATH, busy)
     transport = make_transport(server.url, max_retries=10, budget=50.0)
     with pytest.raises(ServingServerError) as info:
-        transport.invoke("chat", "ep", {})
+        transport.invoke("llm/v1/chat", "ep", {})
     assert sleeps == [20.0, 20.0]  # a third wait would end at 60 s (backoff stays under 20 s)
     assert info.value.retry_after == 20.0
 
@@ -139,14 +139,14 @@ def test_no_retry_starts_past_the_budget(server, sleeps) -> None:
 def test_other_errors_keep_the_count(server, sleeps) -> None:
     server.reply(PATH, Reply.json({"message": "broken"}, 500))
     with pytest.raises(ServingServerError):
-        make_transport(server.url, max_retries=2, budget=300.0).invoke("chat", "ep", {})
+        make_transport(server.url, max_retries=2, budget=300.0).invoke("llm/v1/chat", "ep", {})
     assert len(server.requests) == 3
 
 
 def test_zero_retries_is_one_request_even_on_429(server, sleeps) -> None:
     server.reply(PATH, Reply.json({"message": "later"}, 429))
     with pytest.raises(ServingRateLimitError):
-        make_transport(server.url, max_retries=0).invoke("chat", "ep", {})
+        make_transport(server.url, max_retries=0).invoke("llm/v1/chat", "ep", {})
     assert len(server.requests) == 1
 
 
@@ -182,7 +182,7 @@ def test_chunked_answer_larger_than_the_cap_is_refused(server, mode) -> None:
 
 def test_answer_within_the_cap_is_read(server) -> None:
     server.reply(PATH, Reply.json({"text": "x" * 900}))
-    assert make_transport(server.url, max_response_bytes=1000).invoke("chat", "ep", {})
+    assert make_transport(server.url, max_response_bytes=1000).invoke("llm/v1/chat", "ep", {})
 
 
 @MODES
@@ -296,7 +296,7 @@ def test_concurrent_requests_open_no_more_connections_than_the_concurrency(serve
 
     def one(_: int) -> dict:
         barrier.wait()
-        return transport.invoke("chat", "ep", {})
+        return transport.invoke("llm/v1/chat", "ep", {})
 
     with ThreadPoolExecutor(32) as pool:
         for _ in range(3):  # three bursts of 32
@@ -309,7 +309,7 @@ async def test_concurrent_async_requests_reuse_their_connections(server) -> None
     server.reply(PATH, Reply.json({"ok": True}, delay=0.05))
     transport = make_transport(server.url)
     for _ in range(3):
-        await asyncio.gather(*(transport.ainvoke("chat", "ep", {}) for _ in range(32)))
+        await asyncio.gather(*(transport.ainvoke("llm/v1/chat", "ep", {}) for _ in range(32)))
     assert server.connections <= 32
 
 
@@ -317,5 +317,5 @@ def test_error_body_is_read_only_up_to_a_limit(server) -> None:
     huge = json.dumps({"message": "m" * (3 * 1024 * 1024)}).encode()
     server.reply(PATH, Reply(500, huge, {"Content-Type": "application/json"}))
     with pytest.raises(ServingServerError) as info:
-        make_transport(server.url).invoke("chat", "ep", {})
+        make_transport(server.url).invoke("llm/v1/chat", "ep", {})
     assert len(info.value.message) <= 600  # truncated, not the 3 MB body
