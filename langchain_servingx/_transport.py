@@ -103,7 +103,9 @@ class EndpointAddress:
     ) -> EndpointAddress:
         """Validate one addressing choice and return the address."""
         if base_url is not None:
-            return cls(normalize_url(base_url), openai_compatible=True)
+            return cls(
+                normalize_url(base_url, what="base_url", allow_path=True), openai_compatible=True
+            )
         if host is None:
             raise ServingConfigurationError(
                 "no host configured: set DATABRICKS_HOST, pass host=, name a ~/.databrickscfg "
