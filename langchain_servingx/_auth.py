@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import math
 import threading
 import time
@@ -26,6 +27,7 @@ from langchain_servingx._decoding import MalformedAnswer, json_type, loads
 from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingConnectionError,
+    ServingTimeoutError,
     error_from_response,
 )
 
@@ -120,7 +122,10 @@ class ClientCredentialsAuth(httpx.Auth):
                     self._fail(fetch, exc)
                     raise
             elif wait is not None:
-                token = wait.result()
+                try:
+                    token = wait.result(_wait_bound(request))
+                except concurrent.futures.TimeoutError:
+                    raise self._waited_too_long(request) from None
             assert token is not None  # noqa: S101 - _claim returns exactly one of the three
             request.headers["Authorization"] = f"Bearer {token.value}"
             response = yield request
@@ -143,7 +148,13 @@ class ClientCredentialsAuth(httpx.Auth):
                     self._fail(fetch, exc)
                     raise
             elif wait is not None:
-                token = await asyncio.wrap_future(wait)
+                try:
+                    # shield: a waiter giving up must not cancel the fetch others wait for
+                    token = await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(wait)), _wait_bound(request)
+                    )
+                except asyncio.TimeoutError:
+                    raise self._waited_too_long(request) from None
             assert token is not None  # noqa: S101 - _claim returns exactly one of the three
             request.headers["Authorization"] = f"Bearer {token.value}"
             response = yield request
@@ -247,7 +258,15 @@ class ClientCredentialsAuth(httpx.Auth):
                 f"{where}: expires_in is {_described(lifetime)}, expected a positive number "
                 "of seconds"
             )
-        return value, time.monotonic() + max(seconds - self.leeway, 0.0)
+        # A token living no longer than the leeway is still cached, for half its life.
+        leeway = min(self.leeway, seconds / 2)
+        return value, time.monotonic() + max(seconds - leeway, 0.0)
+
+    def _waited_too_long(self, request: httpx.Request) -> ServingTimeoutError:
+        return ServingTimeoutError(
+            f"waited {_wait_bound(request)}s for the OAuth token request to {self.token_url} "
+            "that another thread or task has in flight"
+        )
 
     def _fail(self, fetch: Future[_Token], exc: BaseException) -> None:
         with self._lock:
@@ -261,3 +280,21 @@ class ClientCredentialsAuth(httpx.Auth):
                     f"OAuth token request to {self.token_url} did not complete"
                 )
             )
+
+
+def _wait_bound(request: httpx.Request) -> float | None:
+    """How long a waiter waits for another's token request: as long as that one may take.
+
+    The sum of the request's connect, write, read and pool timeouts; None (no bound) only
+    when the client itself waits forever.
+    """
+    timeout = request.extensions.get("timeout")
+    if not isinstance(timeout, dict):
+        return None
+    total = 0.0
+    for key in ("connect", "write", "read", "pool"):
+        part = timeout.get(key)
+        if part is None:
+            return None
+        total += float(part)
+    return total
