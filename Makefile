@@ -75,10 +75,12 @@ record: install-local
 demo: install-local
 	$(PY) -m langchain_servingx.local.launch -- $(PY) examples/quickstart.py
 
-# Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
+# Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI;
+# embed_documents and batch throughput against raw floors and the OpenAI classes (+ plot).
 bench: install
 	$(PIPC) --quiet -e ".[test,lint,bench]"
 	$(PY) benchmarks/bench_invoke.py
+	$(PY) benchmarks/bench_throughput.py
 
 # Re-resolve the lock: every extra, for every supported Python, with uv (itself locked).
 # requirements/oldest.txt: the suite's environment on our runtime dependencies' declared floors

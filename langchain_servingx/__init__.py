@@ -2,11 +2,13 @@
 
 from langchain_servingx._errors import (
     ServingAuthenticationError,
+    ServingBrokenConnectionError,
     ServingConfigurationError,
     ServingConnectionError,
     ServingContextOverflowError,
     ServingDeadlineExceededError,
     ServingError,
+    ServingInputError,
     ServingInvalidRequestError,
     ServingNotFoundError,
     ServingPermissionDeniedError,
@@ -16,6 +18,7 @@ from langchain_servingx._errors import (
     ServingServerError,
     ServingStreamError,
     ServingTimeoutError,
+    ServingUsageWarning,
 )
 from langchain_servingx._version import __version__
 from langchain_servingx.chat_models import ChatServing
@@ -28,12 +31,14 @@ __all__ = [
     "EndpointInfo",
     "ServedEntity",
     "ServingAuthenticationError",
+    "ServingBrokenConnectionError",
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
     "ServingDeadlineExceededError",
     "ServingEmbeddings",
     "ServingError",
+    "ServingInputError",
     "ServingInvalidRequestError",
     "ServingLLM",
     "ServingNotFoundError",
@@ -44,6 +49,7 @@ __all__ = [
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
+    "ServingUsageWarning",
     "ServingWorkspace",
     "__version__",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from langchain_servingx._decoding import MalformedAnswer, json_type, loads
 from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingConnectionError,
@@ -30,6 +32,12 @@ from langchain_servingx._errors import (
 )
 
 __all__ = ["BearerTokenAuth", "ClientCredentialsAuth"]
+
+
+def _described(value: object) -> str:
+    # Never quote a string: it may be (part of) a token.
+    return f"a string of {len(value)} characters" if isinstance(value, str) else json_type(value)
+
 
 TOKEN_PATH = "/oidc/v1/token"  # noqa: S105 - a URL path, not a secret
 DEFAULT_SCOPE = "all-apis"
@@ -194,34 +202,65 @@ class ClientCredentialsAuth(httpx.Auth):
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
     def _settle(self, fetch: Future[_Token], response: httpx.Response) -> _Token:
-        if not response.is_success:
-            error = error_from_response(
-                response.status_code, response.text, response.headers, endpoint=None
-            )
-            raise ServingAuthenticationError(
-                f"OAuth token request to {self.token_url} for client {self.client_id!r} "
-                f"failed with {response.status_code}: {error.message}",
-                status_code=response.status_code,
-                error_code=error.error_code,
-                request_id=error.request_id,
-            )
-        try:
-            payload = response.json()
-            value = payload["access_token"]
-            lifetime = float(payload.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError):
-            raise ServingAuthenticationError(
-                f"OAuth token response from {self.token_url} has no access_token "
-                "(expected JSON with access_token and expires_in)"
-            ) from None
-        # A token living no longer than the leeway is still cached, for half its life.
-        leeway = min(self.leeway, lifetime / 2)
-        token = _Token(value, time.monotonic() + max(lifetime - leeway, 0.0))
+        token = _Token(*self._parse(response))
         with self._lock:
             self._token = token
             self._pending = None
         fetch.set_result(token)
         return token
+
+    def _parse(self, response: httpx.Response) -> tuple[str, float]:
+        """The token and its cache deadline; typed errors for every way the answer fails.
+
+        Refused credentials (400, 401, 403) are an authentication error; an overloaded or
+        failing token endpoint (429, 5xx) keeps its own class and `Retry-After`, so the
+        request it was for is retried like any other 429 or 503.
+        """
+        where = f"OAuth token request to {self.token_url} for client {self.client_id!r}"
+        if not response.is_success:
+            error = error_from_response(
+                response.status_code, response.text, response.headers, endpoint=None
+            )
+            cls = (
+                type(error)
+                if response.status_code == 429 or response.status_code >= 500
+                else ServingAuthenticationError
+            )
+            raise cls(
+                f"{where} failed with {response.status_code}: {error.message}",
+                status_code=response.status_code,
+                error_code=error.error_code,
+                request_id=error.request_id,
+                retry_after=error.retry_after,
+            )
+        try:
+            payload = loads(response.content)
+        except MalformedAnswer as exc:
+            raise ServingAuthenticationError(
+                f"{where}: {exc}; expected JSON with access_token and expires_in"
+            ) from None
+        if not isinstance(payload, dict):
+            raise ServingAuthenticationError(
+                f"{where}: the answer is {json_type(payload)}, expected a JSON object"
+            )
+        value = payload.get("access_token")
+        if not isinstance(value, str) or not value.strip():
+            raise ServingAuthenticationError(
+                f"{where}: access_token is {_described(value)}, expected a non-empty string"
+            )
+        lifetime = payload.get("expires_in", 3600)
+        try:  # some servers send the number as a string ("3599")
+            seconds = float(lifetime)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if isinstance(lifetime, bool) or not math.isfinite(seconds) or seconds <= 0:
+            raise ServingAuthenticationError(
+                f"{where}: expires_in is {_described(lifetime)}, expected a positive number "
+                "of seconds"
+            )
+        # A token living no longer than the leeway is still cached, for half its life.
+        leeway = min(self.leeway, seconds / 2)
+        return value, time.monotonic() + max(seconds - leeway, 0.0)
 
     def _waited_too_long(self, request: httpx.Request) -> ServingTimeoutError:
         return ServingTimeoutError(

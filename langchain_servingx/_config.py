@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import SecretStr
 
@@ -182,19 +182,57 @@ def _profile_layer(name: str | None, env: Mapping[str, str]) -> _Layer | None:
     )
 
 
-def normalize_url(url: str) -> str:
-    """Add `https://` when no scheme is given and drop trailing slashes."""
-    url = url.strip()
-    if "://" not in url:
-        url = "https://" + url
-    parts = urlsplit(url)
+def normalize_url(url: str, *, what: str = "host", allow_path: bool = False) -> str:
+    """Check a workspace host (or with `allow_path`, a base URL) and normalize it.
+
+    Adds `https://` when no scheme is given and drops trailing slashes. Refused, each with
+    a message naming the problem: an empty value, whitespace inside, another scheme, user
+    info (`user:password@`, which would end up in logs and reprs), an invalid port, a query
+    or fragment, and for a host, a path (the routes are appended to the host).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ServingConfigurationError(f"{what} {url!r} is empty; expected e.g. {_EXAMPLE}")
+    value = url.strip()
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ServingConfigurationError(f"{what} {url!r} contains whitespace or control characters")
+    if "://" not in value:
+        value = "https://" + value
+    parts = urlsplit(value)
+    shown = _without_userinfo(parts)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ServingConfigurationError(
-            f"host {url!r} is not an http(s) URL (expected e.g. https://my-workspace.example.com)"
+            f"{what} {shown!r} is not an http(s) URL (expected e.g. {_EXAMPLE})"
         )
+    if parts.username is not None or parts.password is not None:
+        raise ServingConfigurationError(
+            f"{what} {shown!r} must not carry a user name or password: pass the credential "
+            "as token= (or client_id= and client_secret=)"
+        )
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ServingConfigurationError(
+            f"{what} {shown!r} has an invalid port (expected 1-65535)"
+        ) from None
     if parts.query or parts.fragment:
-        raise ServingConfigurationError(f"host {url!r} must not carry a query or fragment")
-    return url.rstrip("/")
+        raise ServingConfigurationError(f"{what} {shown!r} must not carry a query or fragment")
+    if not allow_path and parts.path.strip("/"):
+        raise ServingConfigurationError(
+            f"{what} {shown!r} has a path ({parts.path!r}); a workspace host is scheme and name "
+            "only (the serving routes are added to it): for a server under a path use base_url="
+        )
+    return value.rstrip("/")
+
+
+_EXAMPLE = "https://my-workspace.example.com"
+
+
+def _without_userinfo(parts: SplitResult) -> str:
+    """The URL with any `user:password@` replaced, so that messages never show it."""
+    if "@" not in parts.netloc:
+        return parts.geturl()
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc="***@" + host).geturl()
 
 
 def is_loopback(url: str) -> bool:

@@ -26,11 +26,13 @@ from langchain_core.exceptions import (
 
 __all__ = [
     "ServingAuthenticationError",
+    "ServingBrokenConnectionError",
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
     "ServingDeadlineExceededError",
     "ServingError",
+    "ServingInputError",
     "ServingInvalidRequestError",
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
@@ -40,6 +42,7 @@ __all__ = [
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
+    "ServingUsageWarning",
 ]
 
 _REQUEST_ID_HEADERS = ("x-request-id", "x-databricks-request-id", "request-id")
@@ -100,6 +103,17 @@ class ServingConfigurationError(ServingError, ValueError):
     """Host or credentials are missing, conflicting or unsafe."""
 
 
+class ServingInputError(ServingError, ValueError, TypeError):
+    """What the caller passed cannot be sent: a message, content block, tool or text list.
+
+    A `ValueError` and a `TypeError` too, so code catching either keeps working.
+    """
+
+
+class ServingUsageWarning(UserWarning):
+    """A streamed answer was kept but its token usage is missing (see `usage_missing`)."""
+
+
 class ServingAuthenticationError(ServingError, ModelAuthenticationError):
     """401: the credentials were refused (or a token could not be obtained)."""
 
@@ -150,6 +164,16 @@ class ServingConnectionError(ServingError, ModelConnectionError):
     """The endpoint could not be reached."""
 
 
+class ServingBrokenConnectionError(ServingConnectionError):
+    """The connection broke after the request was sent, before the answer was complete.
+
+    Not retryable (`is_retryable` is False), like a read timeout: the model may have run
+    the request; the transport retries it only with `retry_read_timeouts=True`.
+    """
+
+    is_retryable = False
+
+
 class ServingResponseError(ServingError):
     """The endpoint answered 2xx with a body that does not fit the contract."""
 
@@ -182,6 +206,7 @@ _CONTEXT_OVERFLOW = re.compile(
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 _MAX_TEXT = 500
+_MAX_WRAPPING = 8  # error objects wrapped in error objects, unwrapped this far
 
 
 def parse_error_body(text: str) -> tuple[str | None, str]:
@@ -194,16 +219,17 @@ def parse_error_body(text: str) -> tuple[str | None, str]:
     if not stripped:
         return None, "(empty response body)"
     try:
-        data = json.loads(stripped)
+        return _from_json(json.loads(stripped), depth=0)
     except ValueError:
         return None, _plain_text(stripped)
-    return _from_json(data, depth=0)
+    except RecursionError:  # a body nested thousands deep: quote its start
+        return None, _truncate(stripped)
 
 
 def _from_json(data: Any, depth: int) -> tuple[str | None, str]:
     if isinstance(data, str):
         return None, data
-    if not isinstance(data, Mapping):
+    if not isinstance(data, Mapping) or depth > _MAX_WRAPPING:
         return None, _truncate(json.dumps(data))
     code = _as_str(data.get("error_code")) or _as_str(data.get("code"))
     if isinstance(data.get("external_model_error"), Mapping):

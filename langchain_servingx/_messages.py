@@ -29,8 +29,17 @@ from langchain_core.messages import (
 from langchain_core.messages import content as types
 from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 from langchain_core.messages.block_translators import register_translator
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages.tool import invalid_tool_call, tool_call_chunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
+
+from langchain_servingx._decoding import (
+    MalformedAnswer,
+    expect_list,
+    expect_object,
+    json_type,
+    token_count,
+)
+from langchain_servingx._errors import ServingInputError
 
 __all__ = [
     "MODEL_PROVIDER",
@@ -68,7 +77,7 @@ def _message_to_wire(message: BaseMessage, position: int) -> dict[str, Any]:
         }
     if isinstance(message, ChatMessage):
         return {"role": message.role, "content": _content_to_wire(message.content, position)}
-    raise ValueError(
+    raise ServingInputError(
         f"message {position} is a {type(message).__name__}, which serving endpoints cannot "
         "take; use SystemMessage, HumanMessage, AIMessage, ToolMessage or ChatMessage"
     )
@@ -89,19 +98,37 @@ def _part_to_wire(block: str | dict[str, Any], position: int) -> dict[str, Any] 
         return {"type": "text", "text": block}
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
+        return {"type": "text", "text": _text_of(block, position)}
     if kind == "image_url":
-        return {"type": "image_url", "image_url": block["image_url"]}
+        image = block.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        if not isinstance(url, str) or not url:
+            raise ServingInputError(
+                f"message {position}: an image_url block needs an 'image_url' with a 'url' "
+                f"string, got {image!r}"
+            )
+        return {
+            "type": "image_url",
+            "image_url": image if isinstance(image, Mapping) else {"url": url},
+        }
     if kind == "input_audio":
-        return {"type": "input_audio", "input_audio": block["input_audio"]}
+        audio = block.get("input_audio")
+        if not isinstance(audio, Mapping) or not audio.get("data"):
+            raise ServingInputError(
+                f"message {position}: an input_audio block needs an 'input_audio' object "
+                "with 'data' and 'format'"
+            )
+        return {"type": "input_audio", "input_audio": audio}
     if is_data_content_block(block):
         try:
             return convert_to_openai_data_block(block)
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"message {position}: unsupported {kind} block: {exc}") from None
+            raise ServingInputError(
+                f"message {position}: unsupported {kind} block: {exc!s}"
+            ) from None
     if kind in ("reasoning", "thinking", "tool_call", "tool_use", "tool_call_chunk"):
         return None  # only meaningful in assistant turns; handled there
-    raise ValueError(
+    raise ServingInputError(
         f"message {position}: content block of type {kind!r} cannot be sent to a serving "
         "endpoint (expected text, image_url, image, file or input_audio)"
     )
@@ -130,7 +157,7 @@ def _assistant_content(content: str | list[str | dict[Any, Any]], position: int)
         if isinstance(block, str):
             parts.append({"type": "text", "text": block})
         elif block.get("type") == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            parts.append({"type": "text", "text": _text_of(block, position)})
         elif block.get("type") == "reasoning":
             replay = _reasoning_to_wire(block)
             if replay is not None:
@@ -144,6 +171,15 @@ def _assistant_content(content: str | list[str | dict[Any, Any]], position: int)
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _text_of(block: Mapping[str, Any], position: int) -> str:
+    text = block.get("text", "")
+    if not isinstance(text, str):
+        raise ServingInputError(
+            f"message {position}: a text block's 'text' is {type(text).__name__}, expected a string"
+        )
+    return text
 
 
 def _reasoning_to_wire(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -186,17 +222,40 @@ def _tool_content_to_wire(content: str | list[str | dict[Any, Any]], position: i
 
 
 def message_from_wire(
-    message: Mapping[str, Any], response_metadata: dict[str, Any], usage: UsageMetadata | None
+    message: Any,
+    response_metadata: dict[str, Any],
+    usage: UsageMetadata | None,
+    path: str = "message",
 ) -> AIMessage:
-    """Build the `AIMessage` of one `choices[i].message`."""
-    content = _content_from_wire(message.get("content"), streaming=False)
+    """Build the `AIMessage` of one `choices[i].message`; `path` names it in errors.
+
+    A malformed message raises `MalformedAnswer`; a tool call that cannot be parsed (no
+    `function`, arguments that are not JSON) is kept as an invalid tool call.
+    """
+    message = expect_object(message, path)
+    content = _content_from_wire(message.get("content"), streaming=False, path=f"{path}.content")
     tool_calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
-    for raw in message.get("tool_calls") or ():
+    raw_calls = expect_list(message.get("tool_calls"), f"{path}.tool_calls", optional=True)
+    for i, raw in enumerate(raw_calls):
+        where = f"{path}.tool_calls[{i}]"
+        raw = expect_object(raw, where)
+        if not isinstance(raw.get("function"), Mapping):
+            call_id = raw.get("id")
+            invalid.append(
+                invalid_tool_call(
+                    name=None,
+                    args=None,
+                    id=call_id if isinstance(call_id, str) else None,
+                    error=f"{where} has no 'function' object "
+                    f"(got {json_type(raw.get('function'))})",
+                )
+            )
+            continue
         try:
-            parsed = parse_tool_call(raw, return_id=True)
+            parsed = parse_tool_call(dict(raw), return_id=True)
         except Exception as exc:
-            invalid.append(make_invalid_tool_call(raw, str(exc)))
+            invalid.append(make_invalid_tool_call(dict(raw), str(exc)))
         else:
             if parsed is not None:
                 tool_calls.append(cast("ToolCall", parsed))
@@ -210,19 +269,28 @@ def message_from_wire(
     )
 
 
-def _content_from_wire(content: Any, *, streaming: bool) -> str | list[str | dict[str, Any]]:
+def _content_from_wire(
+    content: Any, *, streaming: bool, path: str = "content"
+) -> str | list[str | dict[str, Any]]:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        return json.dumps(content)
+        raise MalformedAnswer(
+            f"{path} is {json_type(content)}, expected a string or an array of parts"
+        )
     blocks: list[str | dict[str, Any]] = []
-    for item in content:
+    for j, item in enumerate(content):
         if isinstance(item, str):
             blocks.append({"type": "text", "text": item})
-        elif item.get("type") == "text":
-            blocks.append({"type": "text", "text": item.get("text") or ""})
+            continue
+        item = expect_object(item, f"{path}[{j}]")
+        if item.get("type") == "text":
+            text = item.get("text")
+            if text is not None and not isinstance(text, str):
+                raise MalformedAnswer(f"{path}[{j}].text is {json_type(text)}, expected a string")
+            blocks.append({"type": "text", "text": text or ""})
         elif item.get("type") == "reasoning":
             blocks.extend(_reasoning_from_wire(item))
         else:
@@ -253,29 +321,46 @@ def _reasoning_from_wire(item: Mapping[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def usage_from_wire(usage: Mapping[str, Any] | None) -> UsageMetadata | None:
+def usage_from_wire(usage: Any, path: str = "usage") -> UsageMetadata | None:
     """Map the contract's usage onto LangChain's, details as subsets of the totals.
 
     `prompt_tokens` already counts cached input, so cache figures are reported as details
-    of `input_tokens` and never added to it.
+    of `input_tokens` and never added to it. A count that is not a non-negative integer
+    raises `MalformedAnswer`.
     """
+    if usage is None:
+        return None
+    usage = expect_object(usage, path)
     if not usage:
         return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    total = int(usage.get("total_tokens") or prompt + completion)
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
+
+    def count(key: str, source: Mapping[str, Any] = usage, where: str = path) -> int | None:
+        return token_count(source.get(key), f"{where}.{key}")
+
+    prompt = count("prompt_tokens") or 0
+    completion = count("completion_tokens") or 0
+    total = count("total_tokens") or prompt + completion
+    details_path = f"{path}.prompt_tokens_details"
+    prompt_details = expect_object(usage.get("prompt_tokens_details"), details_path, optional=True)
+    completion_path = f"{path}.completion_tokens_details"
+    completion_details = expect_object(
+        usage.get("completion_tokens_details"), completion_path, optional=True
+    )
     input_details: InputTokenDetails = {}
-    cache_read = usage.get("cache_read_input_tokens", prompt_details.get("cached_tokens"))
+    cache_read = count("cache_read_input_tokens")
+    if cache_read is None:
+        cache_read = count("cached_tokens", prompt_details, details_path)
     if cache_read is not None:
-        input_details["cache_read"] = int(cache_read)
-    if usage.get("cache_creation_input_tokens") is not None:
-        input_details["cache_creation"] = int(usage["cache_creation_input_tokens"])
+        input_details["cache_read"] = cache_read
+    cache_creation = count("cache_creation_input_tokens")
+    if cache_creation is not None:
+        input_details["cache_creation"] = cache_creation
     output_details: OutputTokenDetails = {}
-    reasoning = usage.get("reasoning_tokens", completion_details.get("reasoning_tokens"))
+    reasoning = count("reasoning_tokens")
+    if reasoning is None:
+        reasoning = count("reasoning_tokens", completion_details, completion_path)
     if reasoning is not None:
-        output_details["reasoning"] = int(reasoning)
+        output_details["reasoning"] = reasoning
     result = UsageMetadata(input_tokens=prompt, output_tokens=completion, total_tokens=total)
     if input_details:
         result["input_token_details"] = input_details
@@ -304,26 +389,37 @@ class StreamAssembler:
         self.metadata: dict[str, Any] = {}
 
     def feed(self, chunk: Mapping[str, Any]) -> list[tuple[int, AIMessageChunk]]:
-        """Return `(choice index, message chunk)` pairs for one wire chunk."""
+        """Return `(choice index, message chunk)` pairs for one wire chunk.
+
+        A chunk that does not fit the contract raises `MalformedAnswer`.
+        """
         if chunk.get("usage"):
-            self.usage = chunk["usage"]
+            self.usage = expect_object(chunk["usage"], "usage")
+            usage_from_wire(self.usage)  # checked now, reported at the end
         if "id" in chunk and "id" not in self.metadata:
             self.metadata["id"] = chunk["id"]
         if chunk.get("model"):
             self.metadata["model_name"] = chunk["model"]
         out: list[tuple[int, AIMessageChunk]] = []
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            content = self._content(delta.get("content"))
-            tool_chunks = [
-                tool_call_chunk(
-                    name=self._tool_name(tc),
-                    args=(tc.get("function") or {}).get("arguments"),
-                    id=tc.get("id"),
-                    index=tc.get("index", i),
+        for c, choice in enumerate(expect_list(chunk.get("choices"), "choices", optional=True)):
+            where = f"choices[{c}]"
+            choice = expect_object(choice, where)
+            delta = expect_object(choice.get("delta"), f"{where}.delta", optional=True)
+            content = self._content(delta.get("content"), f"{where}.delta.content")
+            calls = expect_list(delta.get("tool_calls"), f"{where}.delta.tool_calls", optional=True)
+            tool_chunks = []
+            for i, tc in enumerate(calls):
+                tc_path = f"{where}.delta.tool_calls[{i}]"
+                tc = expect_object(tc, tc_path)
+                function = expect_object(tc.get("function"), f"{tc_path}.function", optional=True)
+                tool_chunks.append(
+                    tool_call_chunk(
+                        name=self._tool_name(tc, function),
+                        args=function.get("arguments"),
+                        id=tc.get("id"),
+                        index=tc.get("index", i),
+                    )
                 )
-                for i, tc in enumerate(delta.get("tool_calls") or ())
-            ]
             metadata: dict[str, Any] = {"model_provider": MODEL_PROVIDER}
             if choice.get("finish_reason"):
                 metadata["finish_reason"] = choice["finish_reason"]
@@ -354,15 +450,15 @@ class StreamAssembler:
             id=self.metadata.get("id"),
         )
 
-    def _tool_name(self, delta: Mapping[str, Any]) -> str | None:
-        name = (delta.get("function") or {}).get("name")
+    def _tool_name(self, delta: Mapping[str, Any], function: Mapping[str, Any]) -> str | None:
+        name = function.get("name")
         index = delta.get("index", 0)
         if not name or self._tool_names.get(index) == name:
             return None  # a repeated name would be concatenated when chunks merge
         self._tool_names[index] = name
         return cast("str", name)
 
-    def _content(self, content: Any) -> str | list[str | dict[str, Any]]:
+    def _content(self, content: Any, path: str) -> str | list[str | dict[str, Any]]:
         if content is None or content == "":
             return ""
         if isinstance(content, str) and not self._list_mode:
@@ -370,7 +466,7 @@ class StreamAssembler:
         blocks = (
             [{"type": "text", "text": content}]
             if isinstance(content, str)
-            else _content_from_wire(content, streaming=True)
+            else _content_from_wire(content, streaming=True, path=path)
         )
         self._list_mode = True
         indexed: list[str | dict[str, Any]] = []

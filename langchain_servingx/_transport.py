@@ -32,7 +32,9 @@ from langchain_servingx._config import (
     is_loopback,
     normalize_url,
 )
+from langchain_servingx._decoding import DEFAULT_MAX_RESPONSE_BYTES, MalformedAnswer, loads
 from langchain_servingx._errors import (
+    ServingBrokenConnectionError,
     ServingConfigurationError,
     ServingConnectionError,
     ServingContextOverflowError,
@@ -44,6 +46,7 @@ from langchain_servingx._errors import (
     ServingStreamError,
     ServingTimeoutError,
     error_from_response,
+    request_id_from,
 )
 from langchain_servingx._version import __version__
 
@@ -53,6 +56,7 @@ __all__ = [
     "ErrorExplainer",
     "InvocationTransport",
     "RetryPolicy",
+    "StreamReader",
     "check_endpoint_name",
 ]
 
@@ -61,6 +65,8 @@ logger = logging.getLogger("langchain_servingx")
 Task = contract.Task
 _USER_AGENT = f"langchain-servingx/{__version__}"
 _URL_CACHE_SIZE = 256
+_POOL_SIZE = 256
+_MAX_ERROR_BYTES = 1024 * 1024  # an error body is read this far, the rest dropped
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +104,9 @@ class EndpointAddress:
     ) -> EndpointAddress:
         """Validate one addressing choice and return the address."""
         if base_url is not None:
-            return cls(normalize_url(base_url), openai_compatible=True)
+            return cls(
+                normalize_url(base_url, what="base_url", allow_path=True), openai_compatible=True
+            )
         if host is None:
             raise ServingConfigurationError(
                 "no host configured: set DATABRICKS_HOST, pass host=, name a ~/.databrickscfg "
@@ -150,16 +158,25 @@ class EndpointAddress:
 # --------------------------------------------------------------------------------------
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_OVERLOAD_STATUSES = frozenset({429, 503})
+"""The server asks to come back later: retried past `max_retries`, within the budget."""
+
+_clock = time.monotonic  # the tests replace it with a clock that their fake sleeps advance
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, honouring the server's `Retry-After`.
 
-    A read timeout after the request went out is retried only with `retry_read_timeouts`,
-    because the server may still be running (and billing) the first generation. A
-    `Retry-After` longer than `max_retry_after` is not slept through: the error is raised
-    with its `retry_after` so the caller can decide.
+    What is retried: 429, 500, 502, 503, 504, and failures that cannot have reached the model
+    (no connection, a request not completely sent, or a kept-alive connection the server had
+    already closed). A read timeout or a connection broken after the request went out is
+    retried only with `retry_read_timeouts` (or for idempotent requests), because the server
+    may still be running (and billing) the first generation. Up to `max_retries` retries;
+    429 and 503, where the server asks to come back later, are retried past that count while
+    the request stays within `budget` seconds. No retry starts whose wait would end past the
+    budget, and a `Retry-After` longer than `max_retry_after` is not slept through: the error
+    is raised with its `retry_after` so the caller can decide.
     """
 
     max_retries: int = 3
@@ -167,24 +184,34 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 60.0
     retry_read_timeouts: bool = False
+    budget: float | None = 120.0
 
-    def delay(self, attempt: int, error: ServingError, *, idempotent: bool = False) -> float | None:
+    def delay(
+        self, attempt: int, error: ServingError, *, idempotent: bool = False, elapsed: float = 0.0
+    ) -> float | None:
         """Seconds to wait before retry number `attempt + 1`, or None to give up.
 
         `idempotent` requests (GET) are retried after a read timeout too: nothing re-runs.
+        `elapsed` is the time since the first attempt started.
         """
-        if attempt >= self.max_retries or not self._retryable(error, idempotent):
+        if self.max_retries <= 0 or not self._retryable(error, idempotent):
             return None
-        backoff = random.uniform(0, min(self.max_delay, self.initial_delay * 2**attempt))  # noqa: S311
+        past_count = attempt >= self.max_retries
+        if past_count and (error.status_code not in _OVERLOAD_STATUSES or self.budget is None):
+            return None
+        ceiling = min(self.max_delay, self.initial_delay * 2 ** min(attempt, 32))
+        wait = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             if retry_after > self.max_retry_after:
                 return None
-            return max(retry_after, backoff)
-        return backoff
+            wait = max(retry_after, wait)
+        if self.budget is not None and elapsed + wait > self.budget:
+            return None
+        return wait
 
     def _retryable(self, error: ServingError, idempotent: bool) -> bool:
-        if isinstance(error, ServingReadTimeoutError):
+        if isinstance(error, (ServingReadTimeoutError, ServingBrokenConnectionError)):
             return idempotent or self.retry_read_timeouts
         if isinstance(error, ServingConnectionError):
             return True
@@ -261,8 +288,10 @@ class InvocationTransport:
         allow_insecure_http: bool = False,
         require_credentials: bool = True,
         explainer: ErrorExplainer | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.address = address
+        self.max_response_bytes = max_response_bytes
         self.retry = retry
         self.timeout = httpx.Timeout(timeout, connect=min(timeout or 10.0, 10.0))
         self.explainer = explainer
@@ -292,6 +321,11 @@ class InvocationTransport:
             "timeout": self.timeout,
             "headers": {"User-Agent": _USER_AGENT, "Accept": "application/json"},
             "follow_redirects": False,  # never hand a token to another host
+            # As many kept-alive connections as requests in flight: a smaller keep-alive pool
+            # closes connections after each burst and opens new ones for the next.
+            "limits": httpx.Limits(
+                max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE
+            ),
         }
 
     @property
@@ -346,8 +380,8 @@ class InvocationTransport:
     ) -> dict[str, Any]:
         """POST `body` and return the decoded JSON answer."""
         request = self._build(self.client, task, endpoint, body, served_model)
-        response = self._send(request, endpoint, stream=False, how=_How(task))
-        return _decode(response, endpoint)
+        response = self._send(request, endpoint, how=_How(task))
+        return _decode(self._read(response, endpoint), response, endpoint)
 
     async def ainvoke(
         self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
@@ -355,18 +389,27 @@ class InvocationTransport:
         """Async `invoke`."""
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        response = await self._asend(client, request, endpoint, stream=False, how=_How(task))
-        return _decode(response, endpoint)
+        response = await self._asend(client, request, endpoint, how=_How(task))
+        return _decode(await self._aread(response, endpoint), response, endpoint)
 
     def stream(
-        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+        self,
+        task: Task,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        served_model: str | None = None,
+        reader: StreamReader | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """POST `body` with `"stream": true` and yield each event's JSON object."""
+        """POST `body` with `"stream": true` and yield each event's JSON object.
+
+        Pass a `reader` to learn afterwards how the stream ended (`done`, `finished`).
+        """
         body["stream"] = True
         request = self._build(self.client, task, endpoint, body, served_model)
-        response = self._send(request, endpoint, stream=True, how=_How(task))
+        response = self._send(request, endpoint, how=_How(task))
+        reader = reader or StreamReader(endpoint)
         try:
-            reader = _StreamReader(endpoint)
             try:
                 for event in _event_source(response, endpoint).iter_sse():
                     chunk = reader.feed(event)
@@ -375,21 +418,27 @@ class InvocationTransport:
                     if chunk is not None:
                         yield chunk
             except httpx.HTTPError as exc:
-                raise reader.broken(exc) from exc
+                raise reader.broken(exc) from None
             reader.finish()
         finally:
             response.close()
 
     async def astream(
-        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+        self,
+        task: Task,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        served_model: str | None = None,
+        reader: StreamReader | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Async `stream`."""
         body["stream"] = True
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        response = await self._asend(client, request, endpoint, stream=True, how=_How(task))
+        response = await self._asend(client, request, endpoint, how=_How(task))
+        reader = reader or StreamReader(endpoint)
         try:
-            reader = _StreamReader(endpoint)
             try:
                 async for event in _event_source(response, endpoint).aiter_sse():
                     chunk = reader.feed(event)
@@ -398,7 +447,7 @@ class InvocationTransport:
                     if chunk is not None:
                         yield chunk
             except httpx.HTTPError as exc:
-                raise reader.broken(exc) from exc
+                raise reader.broken(exc) from None
             reader.finish()
         finally:
             await response.aclose()
@@ -432,78 +481,119 @@ class InvocationTransport:
     def api(self, call: ApiCall) -> dict[str, Any]:
         """Make one call to the workspace API and return its JSON object."""
         request = self._api_request(self.client, call)
-        return _decode(self._send(request, call.name, stream=False, how=call.how()), call.name)
+        response = self._send(request, call.name, how=call.how())
+        return _decode(self._read(response, call.name), response, call.name)
 
     async def aapi(self, call: ApiCall) -> dict[str, Any]:
         """Async `api`."""
         client = await self.aclient()
         request = self._api_request(client, call)
-        response = await self._asend(client, request, call.name, stream=False, how=call.how())
-        return _decode(response, call.name)
+        response = await self._asend(client, request, call.name, how=call.how())
+        return _decode(await self._aread(response, call.name), response, call.name)
 
     # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
+    # Both return a 2xx response whose body is still unread (`_read` reads it, capped).
 
-    def _send(
-        self, request: httpx.Request, endpoint: str | None, *, stream: bool, how: _How
-    ) -> httpx.Response:
-        attempt = 0
+    def _send(self, request: httpx.Request, endpoint: str | None, *, how: _How) -> httpx.Response:
+        attempt, started = 0, _clock()
         while True:
+            trace = _Trace()
+            request.extensions["trace"] = trace.sync
             try:
-                response = self.client.send(request, stream=stream)
+                response = self.client.send(request, stream=True)
             except (httpx.HTTPError, ServingError) as exc:
-                error = _transport_error(exc, endpoint)
+                error = _transport_error(exc, endpoint, trace)
             else:
                 if response.is_success:
                     _log(request, response, attempt)
                     return response
-                response.read()
-                response.close()
-                error = _response_error(response, endpoint)
-            delay = self._retry_delay(attempt, error, how)
+                limit = _BodyLimit(response, endpoint, _MAX_ERROR_BYTES, truncate=True)
+                try:
+                    for chunk in response.iter_bytes():
+                        limit.add(chunk)
+                except httpx.HTTPError:
+                    pass  # the part read is enough to say what went wrong
+                finally:
+                    response.close()
+                error = _response_error(response, limit.body(), endpoint)
+            delay = self._retry_delay(attempt, error, how, started)
             if delay is None:
-                raise self._explained(how.task, endpoint, error)
+                raise self._explained(how.task, endpoint, _redacted(error))
             time.sleep(delay)
             attempt += 1
 
     async def _asend(
-        self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
-        endpoint: str | None,
-        *,
-        stream: bool,
-        how: _How,
+        self, client: httpx.AsyncClient, request: httpx.Request, endpoint: str | None, *, how: _How
     ) -> httpx.Response:
-        attempt = 0
+        attempt, started = 0, _clock()
         while True:
+            trace = _Trace()
+            request.extensions["trace"] = trace.asynchronous
             try:
-                response = await client.send(request, stream=stream)
+                response = await client.send(request, stream=True)
             except (httpx.HTTPError, ServingError) as exc:
-                error = _transport_error(exc, endpoint)
+                error = _transport_error(exc, endpoint, trace)
             else:
                 if response.is_success:
                     _log(request, response, attempt)
                     return response
-                await response.aread()
-                await response.aclose()
-                error = _response_error(response, endpoint)
-            delay = self._retry_delay(attempt, error, how)
+                limit = _BodyLimit(response, endpoint, _MAX_ERROR_BYTES, truncate=True)
+                try:
+                    async for chunk in response.aiter_bytes():
+                        limit.add(chunk)
+                except httpx.HTTPError:
+                    pass  # the part read is enough to say what went wrong
+                finally:
+                    await response.aclose()
+                error = _response_error(response, limit.body(), endpoint)
+            delay = self._retry_delay(attempt, error, how, started)
             if delay is None:
-                raise await self._aexplained(how.task, endpoint, error)
+                raise await self._aexplained(how.task, endpoint, _redacted(error))
             await asyncio.sleep(delay)
             attempt += 1
 
-    def _retry_delay(self, attempt: int, error: ServingError, how: _How) -> float | None:
+    def _retry_delay(
+        self, attempt: int, error: ServingError, how: _How, started: float
+    ) -> float | None:
         """Seconds to wait before retrying after `error`, or None to raise it."""
         delay = (
             None
             if how.max_retries is not None and attempt >= how.max_retries
-            else self.retry.delay(attempt, error, idempotent=how.idempotent)
+            else self.retry.delay(
+                attempt, error, idempotent=how.idempotent, elapsed=_clock() - started
+            )
         )
         if delay is None:
             return None
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
         return delay
+
+    def _read(self, response: httpx.Response, endpoint: str | None) -> bytes:
+        """A 2xx answer's body, refused past `max_response_bytes`.
+
+        The model has run by now, so a failure while reading is raised, never retried.
+        """
+        try:
+            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
+            for chunk in response.iter_bytes():
+                limit.add(chunk)
+        except httpx.HTTPError as exc:
+            raise _body_error(exc, endpoint) from None
+        finally:
+            response.close()
+        return limit.body()
+
+    async def _aread(self, response: httpx.Response, endpoint: str | None) -> bytes:
+        """Async `_read`."""
+        try:
+            limit = _BodyLimit(response, endpoint, self.max_response_bytes)
+            async for chunk in response.aiter_bytes():
+                limit.add(chunk)
+        except httpx.HTTPError as exc:
+            raise _body_error(exc, endpoint) from None
+        finally:
+            await response.aclose()
+        return limit.body()
 
 
 def _explainable(error: ServingError) -> bool:
@@ -541,12 +631,39 @@ def _refuse_cleartext(root: str) -> None:
         )
 
 
-def _transport_error(exc: Exception, endpoint: str | None) -> ServingError:
+class _Trace:
+    """What one attempt did on the wire, from httpcore's trace events.
+
+    `fresh`: a new connection was opened for it (else a kept-alive one was reused);
+    `sent`: the whole request went out; `answered`: response headers arrived.
+    """
+
+    __slots__ = ("answered", "fresh", "sent")
+
+    def __init__(self) -> None:
+        self.fresh = self.sent = self.answered = False
+
+    def sync(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.endswith(".complete"):
+            if name.endswith("send_request_body.complete"):
+                self.sent = True
+            elif name.endswith("receive_response_headers.complete"):
+                self.answered = True
+        elif name == "connection.connect_tcp.started":
+            self.fresh = True
+
+    async def asynchronous(self, name: str, info: Mapping[str, Any]) -> None:
+        self.sync(name, info)
+
+
+def _transport_error(exc: Exception, endpoint: str | None, trace: _Trace) -> ServingError:
+    """Classify a failed exchange by whether the request can have reached the model."""
     if isinstance(exc, ServingError):
         return exc
     name = type(exc).__name__
+    error: ServingError
     if isinstance(exc, httpx.ReadTimeout):
-        error: ServingError = ServingReadTimeoutError(
+        error = ServingReadTimeoutError(
             f"no response within the read timeout ({name}); not retried by default because "
             "the generation may still be running: raise timeout= or set retry_read_timeouts=True",
             endpoint=endpoint,
@@ -560,9 +677,26 @@ def _transport_error(exc: Exception, endpoint: str | None) -> ServingError:
             f"no free connection in the pool in time ({name}): too many requests in flight",
             endpoint=endpoint,
         )
-    elif isinstance(exc, httpx.TransportError):
+    elif isinstance(exc, httpx.ConnectError):
         error = ServingConnectionError(
             f"cannot reach the endpoint ({name}: {exc})", endpoint=endpoint
+        )
+    elif isinstance(exc, httpx.TransportError) and not trace.sent:
+        error = ServingConnectionError(
+            f"the connection failed before the request was sent ({name}: {exc})",
+            endpoint=endpoint,
+        )
+    elif isinstance(exc, httpx.TransportError) and not trace.fresh and not trace.answered:
+        # The server had closed this idle kept-alive connection: it never read the request.
+        error = ServingConnectionError(
+            f"a kept-alive connection was closed before any answer ({name}: {exc})",
+            endpoint=endpoint,
+        )
+    elif isinstance(exc, httpx.TransportError):
+        error = ServingBrokenConnectionError(
+            f"the connection broke after the request was sent ({name}: {exc}); not retried by "
+            "default because the model may have run it: set retry_read_timeouts=True to retry",
+            endpoint=endpoint,
         )
     else:
         error = ServingError(f"HTTP failure ({name}: {exc})", endpoint=endpoint)
@@ -570,10 +704,37 @@ def _transport_error(exc: Exception, endpoint: str | None) -> ServingError:
     return error
 
 
-def _response_error(response: httpx.Response, endpoint: str | None) -> ServingError:
-    return error_from_response(
-        response.status_code, response.text, response.headers, endpoint=endpoint
+def _body_error(exc: httpx.HTTPError, endpoint: str | None) -> ServingError:
+    """A failure while reading an answer's body: the model has run, nothing is retried."""
+    cls = ServingTimeoutError if isinstance(exc, httpx.TimeoutException) else ServingConnectionError
+    return _redacted(
+        cls(
+            f"the answer broke off while being read ({type(exc).__name__}: {exc})",
+            endpoint=endpoint,
+        )
     )
+
+
+def _redacted(error: ServingError) -> ServingError:
+    """`error` with its chain of causes stripped of requests, headers and tracebacks.
+
+    An `httpx` exception keeps the request it failed on, `Authorization` header included,
+    and error reporters serialize causes: the chain is replaced by plain copies.
+    """
+    cause = error.__cause__
+    if isinstance(cause, httpx.HTTPError):
+        copy = type(cause).__new__(type(cause))
+        Exception.__init__(copy, str(cause))
+        copy.__dict__["_request"] = None  # `.request` then says it is unset
+        error.__cause__ = copy
+    error.__suppress_context__ = True
+    error.__context__ = None
+    return error
+
+
+def _response_error(response: httpx.Response, body: bytes, endpoint: str | None) -> ServingError:
+    text = body.decode(response.encoding or "utf-8", errors="replace")
+    return error_from_response(response.status_code, text, response.headers, endpoint=endpoint)
 
 
 def _brief(error: ServingError) -> str:
@@ -585,13 +746,54 @@ def _log(request: httpx.Request, response: httpx.Response, attempt: int) -> None
         logger.debug("POST %s -> %s (attempt %d)", request.url, response.status_code, attempt + 1)
 
 
-def _decode(response: httpx.Response, endpoint: str | None) -> dict[str, Any]:
+class _BodyLimit:
+    """Collect a body's chunks, refusing (or with `truncate`, cutting) past `limit` bytes."""
+
+    __slots__ = ("chunks", "endpoint", "limit", "response", "size", "truncate")
+
+    def __init__(
+        self, response: httpx.Response, endpoint: str | None, limit: int, *, truncate: bool = False
+    ) -> None:
+        self.response = response
+        self.endpoint = endpoint
+        self.limit = limit
+        self.truncate = truncate
+        self.chunks: list[bytes] = []
+        self.size = 0
+        declared = response.headers.get("content-length", "")
+        if not truncate and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(f"declares {int(declared)} bytes")
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - self.size
+        if len(chunk) > room:
+            if not self.truncate:
+                raise self._too_large(f"runs past {self.limit} bytes")
+            chunk = chunk[: max(room, 0)]
+        self.size += len(chunk)
+        self.chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+    def _too_large(self, what: str) -> ServingResponseError:
+        return ServingResponseError(
+            f"the answer body {what}, more than max_response_bytes={self.limit}: "
+            "raise max_response_bytes, or ask for less (e.g. a smaller batch_size)",
+            status_code=self.response.status_code,
+            endpoint=self.endpoint,
+        )
+
+
+def _decode(body: bytes, response: httpx.Response, endpoint: str | None) -> dict[str, Any]:
+    """The JSON object of a 2xx answer; an error body sent with a 2xx status is raised."""
     try:
-        data = json.loads(response.content)
-    except ValueError:
+        data = loads(body)
+    except MalformedAnswer as exc:
+        text = body[:200].decode(errors="replace")
         raise ServingResponseError(
             f"expected a JSON object, got {response.headers.get('content-type', 'no type')}: "
-            f"{response.text[:200]!r}",
+            f"{exc}: {text!r}",
             status_code=response.status_code,
             endpoint=endpoint,
         ) from None
@@ -600,6 +802,16 @@ def _decode(response: httpx.Response, endpoint: str | None) -> dict[str, Any]:
             f"expected a JSON object, got {type(data).__name__}",
             status_code=response.status_code,
             endpoint=endpoint,
+        )
+    if _is_error(data) and "choices" not in data and "data" not in data:
+        error = error_from_response(500, body.decode(errors="replace"), {}, endpoint=endpoint)
+        raise ServingResponseError(
+            f"the endpoint answered {response.status_code} with an error instead of a result: "
+            f"{error.message}",
+            status_code=response.status_code,
+            error_code=error.error_code,
+            endpoint=endpoint,
+            request_id=request_id_from(response.headers),
         )
     return data
 
@@ -620,26 +832,36 @@ def _event_source(response: httpx.Response, endpoint: str) -> EventSource:
 _DONE: dict[str, Any] = {}
 
 
-class _StreamReader:
-    """Turn SSE events into JSON chunks, and notice a stream that was cut short."""
+class StreamReader:
+    """Turn SSE events into JSON chunks, and notice a stream that was cut short.
 
-    __slots__ = ("endpoint", "finished")
+    Afterwards `done` says whether `[DONE]` arrived, `finished` whether a choice carried a
+    `finish_reason`, and `usage` whether any chunk carried usage.
+    """
+
+    __slots__ = ("answered", "done", "endpoint", "finished", "usage")
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self.finished = False
+        self.finished = self.done = self.answered = self.usage = False
 
     def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
         data = event.data
         if not data:
             return None
         if data.strip() == "[DONE]":
+            if not self.answered:
+                raise ServingStreamError(
+                    "the stream ended with [DONE] before any choice arrived: no answer",
+                    endpoint=self.endpoint,
+                )
+            self.done = True
             return _DONE
         try:
-            chunk = json.loads(data)
-        except ValueError:
+            chunk = loads(data)
+        except MalformedAnswer as exc:
             raise ServingStreamError(
-                f"stream event is not JSON: {data[:200]!r}", endpoint=self.endpoint
+                f"stream event is not JSON ({exc}): {data[:200]!r}", endpoint=self.endpoint
             ) from None
         if not isinstance(chunk, dict):
             raise ServingStreamError(
@@ -653,8 +875,12 @@ class _StreamReader:
                 endpoint=self.endpoint,
             )
         choices = chunk.get("choices")
-        if choices and any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
-            self.finished = True
+        if choices and isinstance(choices, list):
+            self.answered = True
+            if any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
+                self.finished = True
+        if chunk.get("usage"):
+            self.usage = True
         return chunk
 
     def finish(self) -> None:
@@ -676,4 +902,4 @@ class _StreamReader:
 
 
 def _is_error(chunk: Mapping[str, Any]) -> bool:
-    return "error" in chunk or "error_code" in chunk or "external_model_error" in chunk
+    return bool(chunk.get("error") or chunk.get("error_code") or chunk.get("external_model_error"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -35,7 +36,8 @@ from langchain_servingx._base import (
     check_n,
     check_single_choice,
 )
-from langchain_servingx._errors import ServingResponseError
+from langchain_servingx._decoding import MalformedAnswer, answer_errors, expect_object
+from langchain_servingx._errors import ServingInputError, ServingResponseError, ServingUsageWarning
 from langchain_servingx._messages import (
     MODEL_PROVIDER,
     StreamAssembler,
@@ -43,6 +45,7 @@ from langchain_servingx._messages import (
     messages_to_wire,
     usage_from_wire,
 )
+from langchain_servingx._transport import StreamReader
 
 __all__ = ["ChatServing"]
 
@@ -140,31 +143,37 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     # ----------------------------------------------------------------------------------
 
     def _result(self, response: Mapping[str, Any], endpoint: str) -> ChatResult:
-        """Turn a `chat.completion` body into LangChain's result."""
-        choices = response.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ServingResponseError(
-                f"chat response has no choices (keys: {sorted(response)})", endpoint=endpoint
-            )
-        usage = usage_from_wire(response.get("usage"))
-        model_name = response.get("model") or endpoint
-        generations = []
-        for choice in choices:
-            metadata = {
-                "model_name": model_name,
-                "model_provider": MODEL_PROVIDER,
-                "finish_reason": choice.get("finish_reason"),
-                "id": response.get("id"),
-            }
-            if choice.get("logprobs"):
-                metadata["logprobs"] = choice["logprobs"]
-            message = message_from_wire(choice.get("message") or {}, metadata, usage)
-            generations.append(
-                ChatGeneration(
-                    message=message,
-                    generation_info={"finish_reason": choice.get("finish_reason")},
+        """Turn a `chat.completion` body into LangChain's result; malformed ones raise."""
+        with answer_errors(endpoint):
+            choices = response.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise ServingResponseError(
+                    f"chat response has no choices (keys: {sorted(response)})", endpoint=endpoint
                 )
-            )
+            usage = usage_from_wire(response.get("usage"))
+            model_name = response.get("model") or endpoint
+            generations = []
+            for i, choice in enumerate(choices):
+                choice = expect_object(choice, f"choices[{i}]")
+                if choice.get("message") is None:
+                    raise MalformedAnswer(f"choices[{i}] has no 'message' (keys: {sorted(choice)})")
+                metadata = {
+                    "model_name": model_name,
+                    "model_provider": MODEL_PROVIDER,
+                    "finish_reason": choice.get("finish_reason"),
+                    "id": response.get("id"),
+                }
+                if choice.get("logprobs"):
+                    metadata["logprobs"] = choice["logprobs"]
+                message = message_from_wire(
+                    choice["message"], metadata, usage, f"choices[{i}].message"
+                )
+                generations.append(
+                    ChatGeneration(
+                        message=message,
+                        generation_info={"finish_reason": choice.get("finish_reason")},
+                    )
+                )
         llm_output = {"model_name": model_name, "id": response.get("id")}
         if response.get("usage"):
             llm_output["token_usage"] = response["usage"]
@@ -210,15 +219,15 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler = StreamAssembler()
+        assembler, reader = StreamAssembler(), StreamReader(endpoint)
         for wire_chunk in self.transport.stream(
-            contract.CHAT, endpoint, body, served_model=self.served_model
+            contract.CHAT, endpoint, body, served_model=self.served_model, reader=reader
         ):
-            for chunk in _generation_chunks(assembler, wire_chunk):
+            for chunk in _generation_chunks(assembler, wire_chunk, endpoint):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, endpoint)
+        yield _final_chunk(assembler, reader, body)
 
     async def _astream(
         self,
@@ -228,15 +237,15 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler = StreamAssembler()
+        assembler, reader = StreamAssembler(), StreamReader(endpoint)
         async for wire_chunk in self.transport.astream(
-            contract.CHAT, endpoint, body, served_model=self.served_model
+            contract.CHAT, endpoint, body, served_model=self.served_model, reader=reader
         ):
-            for chunk in _generation_chunks(assembler, wire_chunk):
+            for chunk in _generation_chunks(assembler, wire_chunk, endpoint):
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, endpoint)
+        yield _final_chunk(assembler, reader, body)
 
     # ----------------------------------------------------------------------------------
     # Tools and structured output
@@ -264,6 +273,15 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
 
         """
         kwargs["tools"] = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        for position, tool in enumerate(kwargs["tools"]):
+            if tool.get("type", "function") != "function":
+                continue  # a provider's built-in tool has no function to name
+            function = tool.get("function")
+            if not isinstance(function, dict) or not function.get("name"):
+                raise ServingInputError(
+                    f"tool {position} has no function name (expected "
+                    "{'type': 'function', 'function': {'name': ..., 'parameters': ...}})"
+                )
         if tool_choice is not None and tool_choice is not False:
             kwargs["tool_choice"] = _tool_choice_to_wire(tool_choice, kwargs["tools"])
         if parallel_tool_calls is not None:
@@ -348,10 +366,12 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
 
 
 def _generation_chunks(
-    assembler: StreamAssembler, wire_chunk: Mapping[str, Any]
+    assembler: StreamAssembler, wire_chunk: Mapping[str, Any], endpoint: str
 ) -> list[ChatGenerationChunk]:
     chunks = []
-    for index, message in assembler.feed(wire_chunk):
+    with answer_errors(endpoint, stream=True):
+        messages = assembler.feed(wire_chunk)
+    for index, message in messages:
         if index:  # LangChain streams one choice; n > 1 is for invoke
             continue
         info = (
@@ -363,8 +383,24 @@ def _generation_chunks(
     return chunks
 
 
-def _final_chunk(assembler: StreamAssembler, endpoint: str) -> ChatGenerationChunk:
-    assembler.metadata.setdefault("model_name", endpoint)
+def _final_chunk(
+    assembler: StreamAssembler, reader: StreamReader, body: Mapping[str, Any]
+) -> ChatGenerationChunk:
+    """The closing chunk; a stream that asked for usage and got none says so (see README)."""
+    assembler.metadata.setdefault("model_name", reader.endpoint)
+    asked = bool((body.get("stream_options") or {}).get("include_usage"))
+    if asked and assembler.usage is None:
+        if reader.done:
+            reason = "the server sent no usage in this stream"
+        else:
+            reason = "the stream ended after the finish chunk, before its usage chunk and [DONE]"
+            warnings.warn(
+                f"endpoint {reader.endpoint!r}: {reason}; the answer is kept, its usage is "
+                "unknown (response_metadata['usage_missing'])",
+                ServingUsageWarning,
+                stacklevel=2,
+            )
+        assembler.metadata["usage_missing"] = reason
     return ChatGenerationChunk(message=assembler.final())
 
 
@@ -377,7 +413,7 @@ def _tool_choice_to_wire(
         return "required"
     if choice in _SIMPLE_TOOL_CHOICES:
         return _SIMPLE_TOOL_CHOICES[choice]
-    names = [t["function"]["name"] for t in tools if "function" in t]
+    names = [t["function"].get("name") for t in tools if isinstance(t.get("function"), dict)]
     if choice not in names:
         raise ValueError(f"tool_choice {choice!r} names no bound tool (bound: {names})")
     return {"type": "function", "function": {"name": choice}}

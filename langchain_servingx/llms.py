@@ -19,6 +19,7 @@ from langchain_servingx._base import (
     check_n,
     check_single_choice,
 )
+from langchain_servingx._batching import PROMPT_OFFSET, GroupedBatchMixin
 from langchain_servingx._errors import (
     ServingContextOverflowError,
     ServingError,
@@ -34,7 +35,7 @@ _LIST_REFUSED_STATUSES = frozenset({400, 422})
 """How an endpoint that takes only a string `prompt` answers a list (422: schema checks)."""
 
 
-class ServingLLM(ServingClientBase, GenerationFields, BaseLLM):
+class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM):
     """Text completions from a model serving endpoint (`llm/v1/completions`).
 
     `generate()` and `batch()` pack up to `prompts_per_request` prompts into one request
@@ -62,6 +63,9 @@ class ServingLLM(ServingClientBase, GenerationFields, BaseLLM):
     prompts_per_request: int = Field(default=16, ge=1)
     """Prompts packed into one request by `generate()` / `batch()`."""
 
+    max_concurrency: int = Field(default=4, ge=1)
+    """Requests in flight at once for one `batch()` (a run config's `max_concurrency` wins)."""
+
     _lists_refused: set[str] = PrivateAttr(default_factory=set)
     """Endpoints found to refuse prompt lists (forgotten when the connection changes)."""
 
@@ -85,6 +89,11 @@ class ServingLLM(ServingClientBase, GenerationFields, BaseLLM):
 
     def _forget(self) -> None:
         self._lists_refused = set()
+
+    def _group_size(self, kwargs: Mapping[str, Any]) -> int:
+        """Prompts per request for `batch()`: one each once the endpoint refused lists."""
+        endpoint = self._endpoint_for(kwargs.get("model"))
+        return 1 if endpoint in self._lists_refused else self.prompts_per_request
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -244,8 +253,10 @@ class _Group:
 
     @property
     def label(self) -> str:
-        end = self.start + len(self.prompts) - 1
-        span = f"prompt {end}" if end == self.start else f"prompts {self.start}-{end}"
+        """E.g. `request for prompts 16-31`, counted in the whole `batch()`."""
+        first = self.start + PROMPT_OFFSET.get()
+        end = first + len(self.prompts) - 1
+        span = f"prompt {end}" if end == first else f"prompts {first}-{end}"
         return f"request for {span}"
 
     def singles(self) -> list[_Group]:

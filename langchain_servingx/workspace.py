@@ -15,10 +15,19 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from langchain_servingx._clients import Closing
-from langchain_servingx._config import resolve_settings
+from langchain_servingx._config import normalize_url, resolve_settings
+from langchain_servingx._decoding import DEFAULT_MAX_RESPONSE_BYTES
 from langchain_servingx._errors import ServingError, ServingNotFoundError, ServingResponseError
 from langchain_servingx._transport import (
     ApiCall,
@@ -54,7 +63,10 @@ _LISTING_TTL_SECONDS = 300.0
 class ConnectionFields(BaseModel):
     """Where requests go, who they are sent as, and how hard to try."""
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    # Inputs stay out of validation errors: a refused host may hold a password.
+    model_config = ConfigDict(
+        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
     host: str | None = None
     """Workspace URL; default `DATABRICKS_HOST`, then the config profile."""
@@ -80,17 +92,32 @@ class ConnectionFields(BaseModel):
     base_url: str | None = None
     """Any other OpenAI-compatible server (vLLM, llama.cpp): `{base_url}/chat/completions`."""
 
-    timeout: float | None = 300.0
+    timeout: float | None = Field(default=300.0, gt=0, allow_inf_nan=False)
     """Seconds to wait for an answer (connecting waits at most 10 s); None waits forever."""
 
     max_retries: int = Field(default=3, ge=0)
     """Retries on 429, 500, 502, 503, 504 and connection errors, with backoff and jitter."""
 
+    retry_budget: float | None = Field(default=120.0, gt=0, allow_inf_nan=False)
+    """Seconds one request may spend retrying; 429 and 503 retry past `max_retries` within it."""
+
     retry_read_timeouts: bool = False
-    """Also retry read timeouts. Off: the server may still run and bill the first attempt."""
+    """Also retry read timeouts and connections broken after sending (the model may have run)."""
+
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0)
+    """Largest answer body accepted; a larger one is refused with a `ServingResponseError`."""
 
     allow_insecure_http: bool = False
     """Allow sending credentials over plain http to a non-loopback host."""
+
+    @field_validator("host", "base_url")
+    @classmethod
+    def _valid_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            normalize_url(
+                value, what=info.field_name or "host", allow_path=info.field_name == "base_url"
+            )
+        return value
 
 
 CONNECTION_FIELDS = frozenset(ConnectionFields.model_fields)
@@ -161,8 +188,11 @@ class ServingWorkspace(ConnectionFields, Closing):
             address,
             timeout=self.timeout,
             retry=RetryPolicy(
-                max_retries=self.max_retries, retry_read_timeouts=self.retry_read_timeouts
+                max_retries=self.max_retries,
+                retry_read_timeouts=self.retry_read_timeouts,
+                budget=self.retry_budget,
             ),
+            max_response_bytes=self.max_response_bytes,
             auth=self.auth,
             allow_insecure_http=self.allow_insecure_http,
             # A generic OpenAI-compatible server may need no credentials at all.

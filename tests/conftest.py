@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from langchain_servingx import _transport as transport_module
 from langchain_servingx._clients import ClientPool
 from tests.serving_server import ServingTestServer
 
@@ -72,3 +75,20 @@ def serving_env(server: ServingTestServer, monkeypatch: pytest.MonkeyPatch) -> S
     monkeypatch.setenv("DATABRICKS_HOST", server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", TEST_TOKEN)
     return server
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the backoff sleeps (sync and async) instead of sleeping."""
+    recorded: list[float] = []
+    real_async_sleep = asyncio.sleep
+
+    async def fake_async_sleep(delay: float, *args: Any) -> None:
+        recorded.append(delay)
+        await real_async_sleep(0)
+
+    monkeypatch.setattr(transport_module.time, "sleep", recorded.append)
+    monkeypatch.setattr(transport_module.asyncio, "sleep", fake_async_sleep)
+    # The retry budget is measured on a clock that only the recorded sleeps advance.
+    monkeypatch.setattr(transport_module, "_clock", lambda: sum(recorded))
+    return recorded

@@ -42,6 +42,12 @@ class Reply:
     delay: float = 0.0
     events: list[bytes] | None = None  # SSE frames, written one by one
     event_delay: float = 0.0
+    drop: bool = False  # read the request, then close the connection without answering
+
+    @classmethod
+    def dropped(cls, delay: float = 0.0) -> Reply:
+        """Close the connection after reading the request (a reset, a crashed server)."""
+        return cls(drop=True, delay=delay)
 
     @classmethod
     def json(
@@ -111,6 +117,7 @@ class ServingTestServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0  # connections accepted
         self.open_connections = 0  # connections the clients have not closed yet
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -132,6 +139,7 @@ class ServingTestServer:
             self.requests.clear()
             self.in_flight = 0
             self.max_in_flight = 0
+            self.connections = 0
 
     def reply(self, path: str, *replies: Reply) -> None:
         """Queue replies for `path`; each request takes the next one (the last one repeats)."""
@@ -179,6 +187,7 @@ class ServingTestServer:
             def setup(self) -> None:
                 super().setup()
                 with server._lock:
+                    server.connections += 1
                     server.open_connections += 1
 
             def finish(self) -> None:
@@ -209,6 +218,9 @@ class ServingTestServer:
                     reply = server._next_reply(request)
                     if reply.delay:
                         time.sleep(reply.delay)
+                    if reply.drop:
+                        self.close_connection = True
+                        return
                     self._write(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     pass

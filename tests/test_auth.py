@@ -25,6 +25,8 @@ from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingConnectionError,
     ServingError,
+    ServingRateLimitError,
+    ServingServerError,
     ServingTimeoutError,
 )
 from langchain_servingx._transport import EndpointAddress, InvocationTransport, RetryPolicy
@@ -329,7 +331,7 @@ def test_401_on_a_stream_request_refreshes_and_resends(server) -> None:
     [
         (401, {"error": "invalid_client", "error_description": "Client authentication failed"}),
         (400, {"error_code": "INVALID_REQUEST", "message": "bad client"}),
-        (500, {"message": "oops"}),
+        (403, {"message": "client disabled"}),
     ],
 )
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -389,18 +391,65 @@ def test_waiters_share_the_failure_and_the_next_call_refetches(server) -> None:
 
 
 @pytest.mark.parametrize(
-    "reply",
+    ("reply", "problem"),
     [
-        Reply.json({"token_type": "Bearer", "expires_in": 3600}),
-        Reply.json({"access_token": "x", "expires_in": "soon"}),
-        Reply.text("<html>sign in</html>", 200, content_type="text/html"),
+        (Reply.json({"token_type": "Bearer", "expires_in": 3600}), "access_token is null"),
+        (Reply.json({"access_token": None, "expires_in": 3600}), "access_token is null"),
+        (Reply.json({"access_token": "", "expires_in": 3600}), "access_token is a string of 0"),
+        (Reply.json({"access_token": 42, "expires_in": 3600}), "access_token is the number 42"),
+        (Reply.json({"access_token": "x", "expires_in": "soon"}), "expires_in is a string of 4"),
+        (Reply.json({"access_token": "x", "expires_in": -5}), "expires_in is the number -5"),
+        (Reply.json({"access_token": "x", "expires_in": None}), "expires_in is null"),
+        (Reply.json(["access_token"]), "the answer is an array, expected a JSON object"),
+        (Reply.text("<html>sign in</html>", 200, content_type="text/html"), "is not valid JSON"),
     ],
 )
-def test_token_answer_without_access_token(server, reply) -> None:
+def test_bad_token_answer_names_the_problem(server, reply, problem) -> None:
     server.reply(TOKEN_PATH, reply)
-    with pytest.raises(ServingAuthenticationError, match="access_token") as info:
+    server.reply(PATH, Reply.json({"ok": 1}))
+    with pytest.raises(ServingAuthenticationError, match=problem) as info:
         oauth_transport(server.url).invoke("llm/v1/chat", "ep", {})
+    assert "expected" in str(info.value)
     assert CLIENT_SECRET not in str(info.value)
+    assert server.requests_to(PATH) == []  # never sent as "Bearer None"
+
+
+def test_expires_in_as_a_numeric_string_is_accepted(server) -> None:
+    server.reply(TOKEN_PATH, Reply.json({"access_token": "t-str", "expires_in": "3599"}))
+    server.reply(PATH, Reply.json({"ok": 1}))
+    transport = oauth_transport(server.url)
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
+    assert bearers(server) == ["Bearer t-str", "Bearer t-str"]  # cached
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"), [(429, ServingRateLimitError), (503, ServingServerError)]
+)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_overloaded_token_endpoint_is_retried_with_its_retry_after(
+    server, sleeps, mode, status, cls
+) -> None:
+    busy = Reply.json({"message": "slow down"}, status, headers={"Retry-After": "3"})
+    server.reply(TOKEN_PATH, busy, Reply.json({"access_token": "t-late", "expires_in": 3600}))
+    server.reply(PATH, Reply.json({"ok": 1}))
+    assert call(oauth_transport(server.url, max_retries=2), mode) == {"ok": 1}
+    assert sleeps[0] >= 3.0
+    assert bearers(server) == ["Bearer t-late"]
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"), [(429, ServingRateLimitError), (500, ServingServerError)]
+)
+def test_token_endpoint_overload_keeps_its_class_when_retries_run_out(
+    server, sleeps, status, cls
+) -> None:
+    server.reply(TOKEN_PATH, Reply.json({"message": "busy"}, status, headers={"Retry-After": "2"}))
+    with pytest.raises(cls, match="OAuth token request") as info:
+        oauth_transport(server.url, max_retries=0).invoke("llm/v1/chat", "ep", {})
+    assert info.value.status_code == status
+    assert info.value.retry_after == 2.0
+    assert not isinstance(info.value, ServingAuthenticationError)
 
 
 def test_unreachable_token_endpoint_is_a_connection_error() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from langchain_servingx._base import ServingClientBase
 from langchain_servingx._config import (
@@ -266,11 +266,67 @@ def test_client_secret_without_id_is_an_error() -> None:
         ("https://dbc-1.cloud.example.com//", "https://dbc-1.cloud.example.com"),
         ("  https://dbc-1.cloud.example.com  ", "https://dbc-1.cloud.example.com"),
         ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
-        ("http://localhost:8000/v1/", "http://localhost:8000/v1"),
     ],
 )
 def test_normalize_url(given: str, expected: str) -> None:
     assert normalize_url(given) == expected
+
+
+def test_base_url_keeps_its_path() -> None:
+    assert normalize_url("http://localhost:8000/v1/", allow_path=True) == "http://localhost:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("https://x.example.com/some/path", "has a path .'/some/path'.*use base_url="),
+        ("https://x.example.com:99999", "invalid port"),
+        ("https://my host.example.com", "whitespace"),
+        ("   ", "'   ' is empty"),
+        ("", "'' is empty"),
+        ("https://alice:hunter2@x.example.com", "must not carry a user name or password"),
+    ],
+)
+def test_bad_hosts_refused_with_the_problem_named(bad: str, problem: str) -> None:
+    with pytest.raises(ServingConfigurationError, match=problem) as info:
+        normalize_url(bad)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("host", "https://alice:hunter2@x.example.com", "user name or password"),
+        ("host", "https://x.example.com/path", "has a path"),
+        ("host", "https://x.example.com:99999", "invalid port"),
+        ("base_url", "http://u:hunter2@gpu:8000/v1", "user name or password"),
+        ("timeout", -1, "timeout"),
+        ("timeout", 0, "timeout"),
+        ("timeout", float("nan"), "timeout"),
+        ("retry_budget", 0, "retry_budget"),
+        ("max_response_bytes", 0, "max_response_bytes"),
+        ("max_retries", -1, "max_retries"),
+    ],
+)
+def test_bad_settings_refused_at_construction(field: str, value: object, problem: str) -> None:
+    from langchain_servingx import ChatServing
+
+    with pytest.raises(ValidationError, match=problem) as info:
+        ChatServing(endpoint="ep", **{field: value})
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_host_with_a_password_in_the_environment_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from langchain_servingx import ChatServing
+
+    monkeypatch.setenv("DATABRICKS_HOST", "https://alice:hunter2@x.example.com")
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-x")
+    with pytest.raises(ServingConfigurationError, match="user name or password") as info:
+        ChatServing(endpoint="ep").invoke("hi")
+    assert "hunter2" not in str(info.value)
+    assert "***@x.example.com" in str(info.value)
 
 
 @pytest.mark.parametrize(

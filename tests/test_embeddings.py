@@ -125,8 +125,16 @@ def test_query_and_documents_params_on_the_wire(serving_env: ServingTestServer) 
     assert model.embed_query("t7") == [7.0, 7.5]
     assert model.embed_documents(["t1", "t2"]) == [[1.0, 1.5], [2.0, 2.5]]
     query, documents = (r.json for r in serving_env.requests)
-    assert query == {"input": ["t7"], "instruction": "Represent the question:"}
-    assert documents == {"input": ["t1", "t2"], "instruction": "Represent the passage:"}
+    assert query == {
+        "input": ["t7"],
+        "instruction": "Represent the question:",
+        "encoding_format": "base64",
+    }
+    assert documents == {
+        "input": ["t1", "t2"],
+        "instruction": "Represent the passage:",
+        "encoding_format": "base64",
+    }
     assert serving_env.requests[0].headers["authorization"] == f"Bearer {TEST_TOKEN}"
 
 
@@ -134,14 +142,22 @@ async def test_aembed_query(serving_env: ServingTestServer) -> None:
     serving_env.handle(PATH, _echo())
     model = _model(query_params={"instruction": "q"})
     assert await model.aembed_query("t3") == [3.0, 3.5]
-    assert serving_env.requests[0].json == {"input": ["t3"], "instruction": "q"}
+    assert serving_env.requests[0].json == {
+        "input": ["t3"],
+        "instruction": "q",
+        "encoding_format": "base64",
+    }
 
 
 def test_openai_compatible_route_names_the_model(serving_env: ServingTestServer) -> None:
     serving_env.handle("/serving-endpoints/embeddings", _echo())
     model = _model(openai_compatible=True)
     assert model.embed_documents(["t1"]) == [[1.0, 1.5]]
-    assert serving_env.requests[0].json == {"input": ["t1"], "model": "embedder"}
+    assert serving_env.requests[0].json == {
+        "input": ["t1"],
+        "model": "embedder",
+        "encoding_format": "base64",
+    }
 
 
 def test_served_model_route(serving_env: ServingTestServer) -> None:
@@ -164,8 +180,11 @@ def test_rejects_a_string_instead_of_a_list(serving_env: ServingTestServer) -> N
         (embedding_response([[1.0], [2.0], [3.0], [4.0]], indexes=[0, 1, 2, 2]), "appears twice"),
         (embedding_response([[1.0], [2.0], [3.0], [4.0]], indexes=[0, 1, 2, 4]), "out of range"),
         (embedding_response([[1.0], [2.0], [3.0, 3.0], [4.0]]), "differ in dimension"),
-        (embedding_response([[1.0], [2.0], ["x"], [4.0]]), "no numeric 'embedding'"),
-        (embedding_response([[], [], [], []]), "the vectors are empty"),
+        (
+            embedding_response([[1.0], [2.0], ["x"], [4.0]]),
+            "item 2's embedding holds the string 'x', expected numbers",
+        ),
+        (embedding_response([[], [], [], []]), "item 0's embedding is empty"),
         ({"data": {"0": [1.0]}}, "expected a 'data' list"),
         (
             {"data": [{"index": 0, "embedding": [1.0]}, {"embedding": [2.0]}, 3, 4]},
@@ -271,3 +290,99 @@ def test_bad_parameters_are_refused() -> None:
         ServingEmbeddings(endpoint="e", max_concurrency=0)
     with pytest.raises(ValueError, match="not a valid path segment"):
         ServingEmbeddings(endpoint="../admin")
+
+
+# -- base64 vectors ---------------------------------------------------------------------
+
+
+def _packed(values: list[float]) -> str:
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def _base64_echo(*, refuse: bool = False) -> Any:
+    """Answer base64 when asked (or refuse the field with a 400), floats otherwise."""
+    floats = _echo()
+
+    def handler(request: RecordedRequest) -> Reply:
+        if request.json.get("encoding_format") != "base64":
+            return floats(request)
+        if refuse:
+            return Reply.json(
+                {"error_code": "BAD_REQUEST", "message": "unknown field encoding_format"}, 400
+            )
+        vectors = [_packed(_vector(t)) for t in request.json["input"]]
+        return Reply.json(embedding_response(vectors))  # type: ignore[arg-type]
+
+    return handler
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_vectors_are_asked_for_as_base64_and_decoded(serving_env, mode) -> None:
+    import asyncio
+
+    serving_env.handle(PATH, _base64_echo())
+    model = _model(batch_size=2)
+    texts = _texts(5)
+    if mode == "sync":
+        vectors = model.embed_documents(texts)
+    else:
+        vectors = asyncio.run(model.aembed_documents(texts))
+    assert vectors == [_vector(t) for t in texts]
+    assert all(r.json["encoding_format"] == "base64" for r in serving_env.requests)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_endpoint_refusing_base64_is_asked_for_floats_and_remembered(serving_env, mode) -> None:
+    import asyncio
+
+    serving_env.handle(PATH, _base64_echo(refuse=True))
+    model = _model()
+
+    def run(call: Any) -> Any:
+        return call() if mode == "sync" else asyncio.run(call())
+
+    embed = model.embed_query if mode == "sync" else model.aembed_query
+    assert run(lambda: embed("t3")) == [3.0, 3.5]
+    assert run(lambda: embed("t4")) == [4.0, 4.5]
+    formats = [r.json.get("encoding_format") for r in serving_env.requests_to(PATH)]
+    assert formats == ["base64", None, None]  # refused once, then floats only
+
+
+def test_an_explicit_encoding_format_is_left_alone(serving_env) -> None:
+    serving_env.handle(PATH, _base64_echo())
+    model = _model(documents_params={"encoding_format": "float"})
+    assert model.embed_documents(["t1"]) == [[1.0, 1.5]]
+    assert serving_env.requests[0].json["encoding_format"] == "float"
+
+
+def test_a_400_not_about_base64_is_raised_after_one_float_retry(serving_env) -> None:
+    serving_env.reply(PATH, Reply.json({"message": "input too weird"}, 400))
+    model = _model()
+    with pytest.raises(ServingInvalidRequestError, match="input too weird"):
+        model.embed_query("t1")
+    assert not model._base64_refused  # nothing learnt from an unrelated refusal
+
+
+# -- nothing lost under rate limits ------------------------------------------------------
+
+
+def test_a_batch_rate_limited_past_max_retries_still_completes(serving_env, sleeps) -> None:
+    """One of many batches meets 429 more often than max_retries: the budget carries it."""
+    echo = _echo()
+    refusals = {"t40": 6}
+
+    def handler(request: RecordedRequest) -> Reply:
+        first = request.json["input"][0]
+        if refusals.get(first, 0) > 0:
+            refusals[first] -= 1
+            return Reply.json({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow"}, 429)
+        return echo(request)
+
+    serving_env.handle(PATH, handler)
+    model = ServingEmbeddings(endpoint="embedder", max_retries=2, batch_size=8)
+    texts = _texts(200)
+    assert model.embed_documents(texts) == [_vector(t) for t in texts]
+    assert len(serving_env.requests) == 25 + 6

@@ -16,6 +16,7 @@ from langchain_servingx import (
     ServingNotFoundError,
     ServingRateLimitError,
     ServingResponseError,
+    ServingServerError,
     ServingStreamError,
 )
 from tests.conftest import TEST_TOKEN
@@ -147,22 +148,26 @@ def test_batch_packs_prompts_and_keeps_prompt_order(serving_env: ServingTestServ
     serving_env.handle(PATH, _echo())
     prompts = [f"p{i}" for i in range(5)]
     assert _llm(prompts_per_request=2).batch(prompts) == [f"re:{p}" for p in prompts]
-    assert [r.json["prompt"] for r in serving_env.requests] == [["p0", "p1"], ["p2", "p3"], "p4"]
+    sent = sorted((r.json["prompt"] for r in serving_env.requests), key=str)
+    assert sent == [["p0", "p1"], ["p2", "p3"], "p4"]
 
 
 def test_batch_default_packs_16(serving_env: ServingTestServer) -> None:
     serving_env.handle(PATH, _echo())
     prompts = [f"p{i}" for i in range(20)]
     assert _llm().batch(prompts) == [f"re:{p}" for p in prompts]
-    assert [len(_prompts(r)) for r in serving_env.requests] == [16, 4]
+    assert sorted(len(_prompts(r)) for r in serving_env.requests) == [4, 16]
 
 
-def test_batch_with_max_concurrency_still_packs(serving_env: ServingTestServer) -> None:
-    serving_env.handle(PATH, _echo())
-    prompts = [f"p{i}" for i in range(6)]
-    result = _llm().batch(prompts, config={"max_concurrency": 3})
+def test_batch_max_concurrency_counts_requests_and_still_packs(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _echo(delay=0.1))
+    prompts = [f"p{i}" for i in range(12)]
+    result = _llm(prompts_per_request=2).batch(prompts, config={"max_concurrency": 3})
     assert result == [f"re:{p}" for p in prompts]
-    assert [len(_prompts(r)) for r in serving_env.requests] == [3, 3]
+    assert sorted(len(_prompts(r)) for r in serving_env.requests) == [2] * 6
+    assert serving_env.max_in_flight == 3
 
 
 def test_n_candidates_map_index_i_to_prompt_i_div_n(serving_env: ServingTestServer) -> None:
@@ -207,11 +212,13 @@ def test_list_refusal_falls_back_and_is_remembered(serving_env: ServingTestServe
     prompts = ["a", "b", "c", "d", "e"]
     assert llm.batch(prompts) == [f"re:{p}" for p in prompts]
     sent = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
-    # One refused list, then every prompt alone (the later list is never tried).
-    assert sent == [["a", "b"], "a", "b", "c", "d", "e"]
+    # The lists sent at once are refused, then every prompt goes alone.
+    lists = [p for p in sent if isinstance(p, list)]
+    assert ["a", "b"] in lists
+    assert sorted(p for p in sent if isinstance(p, str)) == ["a", "b", "c", "d", "e"]
     serving_env.requests.clear()
     assert llm.batch(["x", "y"]) == ["re:x", "re:y"]
-    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["x", "y"]
+    assert sorted(r.json["prompt"] for r in serving_env.requests_to(PATH)) == ["x", "y"]
 
 
 async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> None:
@@ -323,7 +330,12 @@ def test_context_overflow_is_not_a_list_refusal(serving_env: ServingTestServer) 
 def test_malformed_reply_names_endpoint_and_prompts(
     serving_env: ServingTestServer, body: dict[str, Any], problem: str
 ) -> None:
-    serving_env.reply(PATH, Reply.json(completion_response(["ok", "ok"])), Reply.json(body))
+    serving_env.handle(
+        PATH,
+        lambda r: Reply.json(
+            body if r.json["prompt"][0] == "c" else completion_response(["o", "k"])
+        ),
+    )
     with pytest.raises(ServingResponseError) as info:
         _llm(prompts_per_request=2).batch(["a", "b", "c", "d"])
     message = str(info.value)
@@ -486,3 +498,80 @@ def test_ls_params() -> None:
     }
     assert llm._get_ls_params(model="other")["ls_model_name"] == "other"
     assert llm._llm_type == "servingx-completions"
+
+
+# -- batches: concurrent groups, failures kept apart -----------------------------------
+
+
+def _fail_group_of(prompt: str, status: int = 400) -> Any:
+    """Echo every request, but fail the one whose prompts include `prompt`."""
+    echo = _echo()
+
+    def handler(request: RecordedRequest) -> Reply:
+        if prompt in _prompts(request):
+            return Reply.json({"error_code": "BAD_REQUEST", "message": f"{prompt} is bad"}, status)
+        return echo(request)
+
+    return handler
+
+
+def test_batch_groups_go_out_concurrently(serving_env: ServingTestServer) -> None:
+    serving_env.handle(PATH, _echo(delay=0.1))
+    prompts = [f"p{i}" for i in range(64)]
+    assert _llm().batch(prompts) == [f"re:{p}" for p in prompts]
+    assert len(serving_env.requests) == 4
+    assert serving_env.max_in_flight == 4  # the default max_concurrency
+
+
+def test_batch_return_exceptions_costs_a_failed_group_only_its_prompts(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _fail_group_of("p20", status=500))
+    prompts = [f"p{i}" for i in range(50)]
+    results = _llm().batch(prompts, return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == list(range(16, 32))  # the one 16-prompt group that holds p20
+    assert all(isinstance(results[i], ServingServerError) for i in failed)
+    assert "p20 is bad" in str(results[16])
+    assert [results[i] for i in range(50) if i not in failed] == [
+        f"re:p{i}" for i in range(50) if i not in failed
+    ]
+
+
+async def test_abatch_return_exceptions_keeps_every_other_result(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _fail_group_of("p3", status=503))
+    results = await _llm(prompts_per_request=2).abatch(
+        [f"p{i}" for i in range(8)], return_exceptions=True
+    )
+    assert [isinstance(r, ServingServerError) for r in results] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert results[7] == "re:p7"
+
+
+def test_batch_failure_raises_the_groups_error_naming_its_prompts(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _fail_group_of("p5"))
+    with pytest.raises(ServingInvalidRequestError, match="p5 is bad"):
+        _llm(prompts_per_request=2).batch([f"p{i}" for i in range(8)])
+
+
+def test_batch_failure_does_not_start_the_remaining_groups(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _fail_group_of("p0"))
+    with pytest.raises(ServingInvalidRequestError):
+        _llm(prompts_per_request=1).batch(
+            [f"p{i}" for i in range(40)], config={"max_concurrency": 2}
+        )
+    assert len(serving_env.requests) < 40

@@ -47,6 +47,8 @@ VALUES = {
     "timeout": 12.0,
     "max_retries": 1,
     "retry_read_timeouts": True,
+    "retry_budget": 30.0,
+    "max_response_bytes": 1024,
     "allow_insecure_http": True,
 }
 

@@ -1,0 +1,274 @@
+"""Throughput of `embed_documents` and `ChatServing.batch`, side by side in one run.
+
+Against one canned endpoint on 127.0.0.1 (its own process, so its work does not hold the
+clients' GIL), with rounds interleaved so that machine noise hits every contender alike:
+
+- embeddings: 1,000 texts of 384-dim vectors in requests of 16 texts, by
+  `ServingEmbeddings.embed_documents`, by `OpenAIEmbeddings` (same batch size, pointed at the
+  OpenAI-compatible route), and by a floor: a raw `httpx` thread pool posting the same
+  requests and decoding base64 with `array`;
+- batch: 200 chat calls at concurrency 32 against a 50 ms server, by `ChatServing.batch`,
+  by `ChatOpenAI.batch`, and by a floor: a raw `httpx` thread pool of 32 posting the calls.
+
+For each contender the server counts the connections it accepted (a fresh client each
+round). Targets: embeddings <= 0.9 x OpenAIEmbeddings, batch throughput >= 0.95 x the
+floor, new connections <= the concurrency. Writes `benchmarks/throughput.png`.
+
+Run: `.venv/bin/python benchmarks/bench_throughput.py [--rounds 5]` (or `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import struct
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from langchain_servingx import ChatServing, ServingEmbeddings
+from tests.serving_server import RecordedRequest, Reply, ServingTestServer, chat_response
+
+DIM = 384
+TEXTS = 1000
+BATCH = 16
+CALLS = 200
+CONCURRENCY = 32
+CHAT_DELAY = 0.05
+TOKEN = "bench-token"
+PLOT = Path(__file__).with_name("throughput.png")
+
+
+# -- the canned endpoint (child process) -----------------------------------------------
+
+
+def serve(urls: multiprocessing.Queue[str], stop: Event) -> None:
+    server = ServingTestServer().start()
+    rng = random.Random(7)  # noqa: S311 - canned data, not secrets
+    vectors = [[round(rng.uniform(-1, 1), 8) for _ in range(DIM)] for _ in range(TEXTS)]
+    packed = [base64.b64encode(struct.pack(f"<{DIM}f", *v)).decode() for v in vectors]
+
+    def embeddings(request: RecordedRequest) -> Reply:
+        body = request.json
+        texts = body["input"]
+        rows = [int(t.removeprefix("text ")) for t in texts]
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": packed[r] if as_base64 else vectors[r]}
+            for i, r in enumerate(rows)
+        ]
+        answer = {"object": "list", "model": "bench-embed", "data": data, "usage": {}}
+        return Reply(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+
+    chat = Reply.json(chat_response("Hello from the benchmark."), delay=CHAT_DELAY)
+
+    def stats(request: RecordedRequest) -> Reply:
+        with server._lock:
+            count = server.connections - 1  # not this request's own connection
+            if request.path.endswith("reset"):
+                server.connections = 0
+        return Reply.json({"connections": count})
+
+    server.handle("/serving-endpoints/bench-embed/invocations", embeddings)
+    server.handle("/serving-endpoints/embeddings", embeddings)
+    server.reply("/serving-endpoints/bench-chat/invocations", chat)
+    server.reply("/serving-endpoints/chat/completions", chat)
+    server.handle("/_stats", stats)
+    server.handle("/_stats/reset", stats)
+    urls.put(server.url)
+    stop.wait()
+    server.stop()
+
+
+# -- contenders ------------------------------------------------------------------------
+
+
+def embeddings_floor(base: str) -> Callable[[list[str]], object]:
+    """Raw httpx, 4 threads, base64 decoded with `array`: what any client must cost."""
+
+    def run(texts: list[str]) -> list[list[float]]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(headers=headers) as client:
+            url = f"{base}/serving-endpoints/bench-embed/invocations"
+
+            def one(start: int) -> list[list[float]]:
+                body = {"input": texts[start : start + BATCH], "encoding_format": "base64"}
+                data = client.post(url, json=body).json()["data"]
+                return [array("f", base64.b64decode(d["embedding"])).tolist() for d in data]
+
+            with ThreadPoolExecutor(4) as pool:
+                parts = pool.map(one, range(0, len(texts), BATCH))
+                return [v for part in parts for v in part]
+
+    return run
+
+
+def batch_floor(base: str) -> Callable[[list[str]], object]:
+    """Raw httpx, a pool of 32 threads, JSON decoded: the floor for 200 concurrent calls."""
+
+    def run(prompts: list[str]) -> list[str]:
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(headers=headers, limits=limits) as client:
+            url = f"{base}/serving-endpoints/bench-chat/invocations"
+
+            def one(prompt: str) -> str:
+                body = {"messages": [{"role": "user", "content": prompt}]}
+                reply = client.post(url, json=body).json()
+                return str(reply["choices"][0]["message"]["content"])
+
+            with ThreadPoolExecutor(CONCURRENCY) as pool:
+                return list(pool.map(one, prompts))
+
+    return run
+
+
+def contenders(base: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]:
+    texts = [f"text {i}" for i in range(TEXTS)]
+    prompts = [f"Question {i}?" for i in range(CALLS)]
+    config = {"max_concurrency": CONCURRENCY}
+    embed: dict[str, Callable[[], Any]] = {
+        "raw floor": lambda: embeddings_floor(base)(texts),
+        "ServingEmbeddings": lambda: ServingEmbeddings(
+            endpoint="bench-embed", batch_size=BATCH
+        ).embed_documents(texts),
+    }
+    batch: dict[str, Callable[[], Any]] = {
+        "raw floor": lambda: batch_floor(base)(prompts),
+        "ChatServing.batch": lambda: ChatServing(endpoint="bench-chat").batch(prompts, config),
+    }
+    try:
+        from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+    except ImportError:
+        print("langchain-openai not installed: the OpenAI contenders are left out")
+        return embed, batch
+    route = f"{base}/serving-endpoints"
+    embed["OpenAIEmbeddings"] = lambda: OpenAIEmbeddings(
+        model="bench-embed",
+        base_url=route,
+        api_key=TOKEN,
+        chunk_size=BATCH,
+        check_embedding_ctx_length=False,  # raw strings, as the others send (no tokenizer)
+    ).embed_documents(texts)
+    batch["ChatOpenAI.batch"] = lambda: ChatOpenAI(
+        model="bench-chat", base_url=route, api_key=TOKEN
+    ).batch(prompts, config)
+    return embed, batch
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+def measure(base: str, fn: Callable[[], Any]) -> tuple[float, int]:
+    """Seconds for one run, and the connections the server accepted during it."""
+    httpx.get(f"{base}/_stats/reset")
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    connections = int(httpx.get(f"{base}/_stats").json()["connections"])
+    return elapsed, connections
+
+
+def run_suite(
+    base: str, suite: dict[str, Callable[[], Any]], rounds: int
+) -> dict[str, tuple[float, int]]:
+    for fn in suite.values():  # warm up imports and caches
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in suite}
+    conns: dict[str, int] = dict.fromkeys(suite, 0)
+    for _ in range(rounds):
+        for name, fn in suite.items():
+            elapsed, connections = measure(base, fn)
+            times[name].append(elapsed)
+            conns[name] = max(conns[name], connections)
+    return {name: (statistics.median(times[name]), conns[name]) for name in suite}
+
+
+def plot(embed: dict[str, tuple[float, int]], batch: dict[str, tuple[float, int]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = [
+        (axes[0], embed, f"embed_documents, {TEXTS} texts x {DIM} dims, {BATCH} per request"),
+        (axes[1], batch, f"batch, {CALLS} calls, concurrency {CONCURRENCY}, 50 ms server"),
+    ]
+    for axis, results, title in panels:
+        names = list(results)
+        seconds = [results[n][0] for n in names]
+        bars = axis.barh(names, seconds, color=["#999999", "#1f77b4", "#ff7f0e"][: len(names)])
+        for bar, name in zip(bars, names, strict=True):
+            axis.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {results[name][0]:.2f} s, {results[name][1]} conn.",
+                va="center",
+            )
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("seconds (median, lower is better)")
+        axis.set_xlim(0, max(seconds) * 1.6)
+        axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=110)
+    print(f"plot written to {PLOT}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    urls: multiprocessing.Queue[str] = multiprocessing.Queue()
+    stop = multiprocessing.Event()
+    child = multiprocessing.Process(target=serve, args=(urls, stop), daemon=True)
+    child.start()
+    base = urls.get(timeout=30)
+    os.environ["DATABRICKS_HOST"] = base
+    os.environ["DATABRICKS_TOKEN"] = TOKEN
+    try:
+        embed_suite, batch_suite = contenders(base)
+        embed = run_suite(base, embed_suite, args.rounds)
+        batch = run_suite(base, batch_suite, args.rounds)
+    finally:
+        stop.set()
+        child.join(timeout=10)
+
+    for title, results in (("embed_documents", embed), ("batch", batch)):
+        print(f"\n{title}")
+        for name, (seconds, connections) in results.items():
+            print(f"  {name:20s} {seconds:7.3f} s   {connections:3d} connections opened")
+    ours, floor = embed["ServingEmbeddings"][0], embed["raw floor"][0]
+    print(f"\nServingEmbeddings / raw floor        = {ours / floor:.2f}")
+    if "OpenAIEmbeddings" in embed:
+        print(f"ServingEmbeddings / OpenAIEmbeddings = {ours / embed['OpenAIEmbeddings'][0]:.2f}")
+    ours, floor = batch["ChatServing.batch"][0], batch["raw floor"][0]
+    print(f"ChatServing.batch throughput / floor = {floor / ours:.2f}  (target >= 0.95)")
+    if "ChatOpenAI.batch" in batch:
+        print(f"ChatServing.batch / ChatOpenAI.batch = {ours / batch['ChatOpenAI.batch'][0]:.2f}")
+    print(
+        f"ChatServing.batch connections        = {batch['ChatServing.batch'][1]} (<= {CONCURRENCY})"
+    )
+    plot(embed, batch)
+
+
+if __name__ == "__main__":
+    main()
