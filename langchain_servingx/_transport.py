@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -40,14 +40,16 @@ from langchain_servingx._errors import (
     error_from_response,
 )
 from langchain_servingx._version import __version__
+from langchain_servingx.protocols.streams import CHAT, StreamRule
 
 __all__ = ["EndpointAddress", "InvocationTransport", "RetryPolicy", "Task", "check_endpoint_name"]
 
 logger = logging.getLogger("langchain_servingx")
 
-Task = Literal["chat", "completions", "embeddings"]
+Task = Literal["chat", "responses", "completions", "embeddings"]
 _OPENAI_PATHS: dict[str, str] = {
     "chat": "/chat/completions",
+    "responses": "/responses",
     "completions": "/completions",
     "embeddings": "/embeddings",
 }
@@ -80,7 +82,8 @@ class EndpointAddress:
 
     - native: `{host}/serving-endpoints/{endpoint}/invocations`
     - `served_model`: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
-    - `openai_compatible`: `{host}/serving-endpoints/chat/completions` with `"model"` in the body
+    - `openai_compatible`: `{host}/serving-endpoints/chat/completions` (or `/responses`, ...)
+      with `"model"` in the body
     - `base_url`: any OpenAI-compatible server, `{base_url}/chat/completions`, `"model"` in body
     """
 
@@ -303,13 +306,18 @@ class InvocationTransport:
         response = await self._asend(client, request, endpoint, stream=False)
         return _decode(response, endpoint)
 
-    def stream(self, task: Task, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """POST `body` with `"stream": true` and yield each event's JSON object."""
+    def stream(
+        self, task: Task, endpoint: str, body: dict[str, Any], rule: StreamRule = CHAT
+    ) -> Iterator[dict[str, Any]]:
+        """POST `body` with `"stream": true` and yield each event's JSON object.
+
+        `rule` is the protocol's: which events are errors and what marks a complete answer.
+        """
         body["stream"] = True
         request = self._build(self.client, task, endpoint, body)
         response = self._send(request, endpoint, stream=True)
         try:
-            reader = _StreamReader(endpoint)
+            reader = _StreamReader(endpoint, rule)
             try:
                 for event in _event_source(response, endpoint).iter_sse():
                     chunk = reader.feed(event)
@@ -324,7 +332,7 @@ class InvocationTransport:
             response.close()
 
     async def astream(
-        self, task: Task, endpoint: str, body: dict[str, Any]
+        self, task: Task, endpoint: str, body: dict[str, Any], rule: StreamRule = CHAT
     ) -> AsyncIterator[dict[str, Any]]:
         """Async `stream`."""
         body["stream"] = True
@@ -332,7 +340,7 @@ class InvocationTransport:
         request = self._build(client, task, endpoint, body)
         response = await self._asend(client, request, endpoint, stream=True)
         try:
-            reader = _StreamReader(endpoint)
+            reader = _StreamReader(endpoint, rule)
             try:
                 async for event in _event_source(response, endpoint).aiter_sse():
                     chunk = reader.feed(event)
@@ -496,10 +504,11 @@ _DONE: dict[str, Any] = {}
 class _StreamReader:
     """Turn SSE events into JSON chunks, and notice a stream that was cut short."""
 
-    __slots__ = ("endpoint", "finished")
+    __slots__ = ("endpoint", "finished", "rule")
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, rule: StreamRule) -> None:
         self.endpoint = endpoint
+        self.rule = rule
         self.finished = False
 
     def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
@@ -518,22 +527,23 @@ class _StreamReader:
             raise ServingStreamError(
                 f"stream event is not a JSON object: {data[:200]!r}", endpoint=self.endpoint
             )
-        if event.event == "error" or ("choices" not in chunk and _is_error(chunk)):
-            error = error_from_response(500, data, {}, endpoint=self.endpoint)
+        failure = chunk if event.event == "error" else self.rule.error(chunk)
+        if failure is not None:
+            error = error_from_response(500, json.dumps(failure), {}, endpoint=self.endpoint)
             raise ServingStreamError(
                 f"the server reported an error mid-stream: {error.message}",
                 error_code=error.error_code,
                 endpoint=self.endpoint,
             )
-        choices = chunk.get("choices")
-        if choices and any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
+        if self.rule.completes(chunk):
             self.finished = True
         return chunk
 
     def finish(self) -> None:
         if not self.finished:
             raise ServingStreamError(
-                "stream ended without [DONE] or a finish_reason: the answer may be cut short",
+                f"{self.rule.name} stream ended without {self.rule.missing_end}: "
+                "the answer may be cut short",
                 endpoint=self.endpoint,
             )
 
@@ -546,7 +556,3 @@ class _StreamReader:
         return ServingStreamError(
             f"stream broke off ({type(exc).__name__}: {exc})", endpoint=self.endpoint
         )
-
-
-def _is_error(chunk: Mapping[str, Any]) -> bool:
-    return "error" in chunk or "error_code" in chunk or "external_model_error" in chunk

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -22,21 +22,15 @@ from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
     PydanticToolsParser,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
 from langchain_servingx._base import ServingClientBase
-from langchain_servingx._errors import ServingResponseError
-from langchain_servingx._messages import (
-    MODEL_PROVIDER,
-    StreamAssembler,
-    message_from_wire,
-    messages_to_wire,
-    usage_from_wire,
-)
+from langchain_servingx._messages import MODEL_PROVIDER
+from langchain_servingx.protocols.base import API_OF_TASK, Api, WireProtocol, protocol_for
 
 __all__ = ["ChatServing"]
 
@@ -89,6 +83,11 @@ class ChatServing(ServingClientBase, BaseChatModel):
 
     stream_usage: bool = True
     """Ask for usage in streams (`stream_options.include_usage`) and report it once."""
+
+    api: Api = "auto"
+    """The wire protocol: `"auto"` reads the endpoint's task (once, cached per workspace)
+    and picks `"chat"` (`llm/v1/chat`, `agent/v1/chat`), `"responses"`
+    (`agent/v1/responses`) or `"chat_agent"` (`agent/v2/chat`); set it to skip the lookup."""
 
     # ----------------------------------------------------------------------------------
     # Serializable and LangSmith hooks
@@ -144,61 +143,41 @@ class ChatServing(ServingClientBase, BaseChatModel):
             params.update(self.extra_params)
         return params
 
-    def _request(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """Return the endpoint and body of one call; per-call kwargs win."""
-        endpoint = self._endpoint_for(kwargs.pop("model", None))
-        body = self._default_params
-        body.update(kwargs)
-        if stop is not None:
-            body["stop"] = stop
-        body["messages"] = messages_to_wire(messages)
-        return endpoint, body
+    def _protocol(self, endpoint: str) -> WireProtocol:
+        """The protocol `endpoint` speaks: `api`, or its task when `api="auto"`."""
+        if self.api != "auto":
+            return protocol_for(self.api)
+        task = self._endpoint_task(endpoint)
+        return protocol_for(API_OF_TASK.get(task or "", "chat"))
 
-    def _stream_request(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
+    def _endpoint_task(self, endpoint: str) -> str | None:
+        """The endpoint's serving task; None where there is no listing to ask."""
+        return None
+
+    def _request(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool = False,
+    ) -> tuple[str, WireProtocol, dict[str, Any]]:
+        """The endpoint, protocol and body of one call; per-call kwargs win."""
+        endpoint = self._endpoint_for(kwargs.pop("model", None))
         stream_usage = kwargs.pop("stream_usage", self.stream_usage)
-        endpoint, body = self._request(messages, stop, kwargs)
-        if stream_usage and "stream_options" not in body:
-            body["stream_options"] = {"include_usage": True}
-        return endpoint, body
+        params = self._default_params
+        params.update(kwargs)
+        if stop is not None:
+            params["stop"] = stop
+        protocol = self._protocol(endpoint)
+        body = protocol.body(
+            messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
+        )
+        return endpoint, protocol, body
 
     # ----------------------------------------------------------------------------------
     # Answers
     # ----------------------------------------------------------------------------------
-
-    def _result(self, response: Mapping[str, Any], endpoint: str) -> ChatResult:
-        """Turn a `chat.completion` body into LangChain's result."""
-        choices = response.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ServingResponseError(
-                f"chat response has no choices (keys: {sorted(response)})", endpoint=endpoint
-            )
-        usage = usage_from_wire(response.get("usage"))
-        model_name = response.get("model") or endpoint
-        generations = []
-        for choice in choices:
-            metadata = {
-                "model_name": model_name,
-                "model_provider": MODEL_PROVIDER,
-                "finish_reason": choice.get("finish_reason"),
-                "id": response.get("id"),
-            }
-            if choice.get("logprobs"):
-                metadata["logprobs"] = choice["logprobs"]
-            message = message_from_wire(choice.get("message") or {}, metadata, usage)
-            generations.append(
-                ChatGeneration(
-                    message=message,
-                    generation_info={"finish_reason": choice.get("finish_reason")},
-                )
-            )
-        llm_output = {"model_name": model_name, "id": response.get("id")}
-        if response.get("usage"):
-            llm_output["token_usage"] = response["usage"]
-        return ChatResult(generations=generations, llm_output=llm_output)
 
     def _generate(
         self,
@@ -209,8 +188,9 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(self.transport.invoke("chat", endpoint, body), endpoint)
+        endpoint, protocol, body = self._request(messages, stop, kwargs)
+        response = self.transport.invoke(protocol.route, endpoint, body)
+        return protocol.result(response, endpoint)
 
     async def _agenerate(
         self,
@@ -221,8 +201,9 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(await self.transport.ainvoke("chat", endpoint, body), endpoint)
+        endpoint, protocol, body = self._request(messages, stop, kwargs)
+        response = await self.transport.ainvoke(protocol.route, endpoint, body)
+        return protocol.result(response, endpoint)
 
     def _stream(
         self,
@@ -231,14 +212,14 @@ class ChatServing(ServingClientBase, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler = StreamAssembler()
-        for wire_chunk in self.transport.stream("chat", endpoint, body):
-            for chunk in _generation_chunks(assembler, wire_chunk):
+        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
+        assembly = protocol.assembly(endpoint)
+        for wire_chunk in self.transport.stream(protocol.route, endpoint, body, protocol.rule):
+            for chunk in assembly.feed(wire_chunk):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, endpoint)
+        yield assembly.final()
 
     async def _astream(
         self,
@@ -247,14 +228,16 @@ class ChatServing(ServingClientBase, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler = StreamAssembler()
-        async for wire_chunk in self.transport.astream("chat", endpoint, body):
-            for chunk in _generation_chunks(assembler, wire_chunk):
+        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
+        assembly = protocol.assembly(endpoint)
+        async for wire_chunk in self.transport.astream(
+            protocol.route, endpoint, body, protocol.rule
+        ):
+            for chunk in assembly.feed(wire_chunk):
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, endpoint)
+        yield assembly.final()
 
     # ----------------------------------------------------------------------------------
     # Tools and structured output
@@ -363,27 +346,6 @@ class ChatServing(ServingClientBase, BaseChatModel):
 # --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
-
-
-def _generation_chunks(
-    assembler: StreamAssembler, wire_chunk: Mapping[str, Any]
-) -> list[ChatGenerationChunk]:
-    chunks = []
-    for index, message in assembler.feed(wire_chunk):
-        if index:  # LangChain streams one choice; n > 1 is for invoke
-            continue
-        info = (
-            {"finish_reason": message.response_metadata["finish_reason"]}
-            if ("finish_reason" in message.response_metadata)
-            else None
-        )
-        chunks.append(ChatGenerationChunk(message=message, generation_info=info))
-    return chunks
-
-
-def _final_chunk(assembler: StreamAssembler, endpoint: str) -> ChatGenerationChunk:
-    assembler.metadata.setdefault("model_name", endpoint)
-    return ChatGenerationChunk(message=assembler.final())
 
 
 def _tool_choice_to_wire(
