@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
@@ -27,18 +28,33 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import PrivateAttr
 
-from langchain_servingx._base import ServingClientBase
+from langchain_servingx._base import (
+    GenerationFields,
+    ServingClientBase,
+    check_n,
+    check_single_choice,
+)
+from langchain_servingx._errors import ServingError
 from langchain_servingx._messages import MODEL_PROVIDER
-from langchain_servingx.protocols.base import API_OF_TASK, Api, WireProtocol, protocol_for
+from langchain_servingx.protocols.base import (
+    API_OF_TASK,
+    Api,
+    ApiName,
+    WireProtocol,
+    protocol_for,
+)
 
 __all__ = ["ChatServing"]
+
+logger = logging.getLogger("langchain_servingx")
 
 _ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 _SIMPLE_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 
 
-class ChatServing(ServingClientBase, BaseChatModel):
+class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     """Chat model on a serving endpoint (`llm/v1/chat`), e.g. a foundation or external model.
 
     Setup: set `DATABRICKS_HOST` and `DATABRICKS_TOKEN` (or OAuth client credentials, or a
@@ -56,38 +72,16 @@ class ChatServing(ServingClientBase, BaseChatModel):
     so the endpoint's own defaults apply (some models reject e.g. `temperature`).
     """
 
-    # ----------------------------------------------------------------------------------
-    # Parameters
-    # ----------------------------------------------------------------------------------
-
-    temperature: float | None = None
-    """Sampling temperature (0-2); not sent unless set."""
-
-    max_tokens: int | None = None
-    """Most tokens to generate; not sent unless set."""
-
-    stop: list[str] | None = None
-    """Stop sequences; a per-call `stop` replaces them."""
-
-    n: int | None = None
-    """Completions per prompt (1-5); each becomes one generation."""
-
-    top_p: float | None = None
-    """Nucleus sampling; not sent unless set."""
-
-    extra_params: dict[str, Any] | None = None
-    """Merged into the request body, e.g. `{"thinking": {...}}` or `{"top_k": 40}`."""
-
-    streaming: bool = False
-    """Stream under `invoke` too (callbacks see tokens as they arrive)."""
-
     stream_usage: bool = True
     """Ask for usage in streams (`stream_options.include_usage`) and report it once."""
 
     api: Api = "auto"
-    """The wire protocol: `"auto"` reads the endpoint's task (once, cached per workspace)
-    and picks `"chat"` (`llm/v1/chat`, `agent/v1/chat`), `"responses"`
-    (`agent/v1/responses`) or `"chat_agent"` (`agent/v2/chat`); set it to skip the lookup."""
+    """The wire protocol: `"auto"` reads the endpoint's task once (from the workspace's
+    cached listing) and picks `"chat"` (`llm/v1/chat`, `agent/v1/chat`, and endpoints with
+    no task), `"responses"` (`agent/v1/responses`) or `"chat_agent"` (`agent/v2/chat`);
+    set it to skip the lookup."""
+
+    _apis: dict[str, ApiName] = PrivateAttr(default_factory=dict)
 
     # ----------------------------------------------------------------------------------
     # Serializable and LangSmith hooks
@@ -129,51 +123,77 @@ class ChatServing(ServingClientBase, BaseChatModel):
     # Request building
     # ----------------------------------------------------------------------------------
 
-    @property
-    def _default_params(self) -> dict[str, Any]:
-        """Constructor parameters that are set, in wire names."""
-        params: dict[str, Any] = {}
-        for key in ("temperature", "max_tokens", "n", "top_p"):
-            value = getattr(self, key)
-            if value is not None:
-                params[key] = value
-        if self.stop:
-            params["stop"] = self.stop
-        if self.extra_params:
-            params.update(self.extra_params)
-        return params
-
     def _protocol(self, endpoint: str) -> WireProtocol:
         """The protocol `endpoint` speaks: `api`, or its task when `api="auto"`."""
         if self.api != "auto":
             return protocol_for(self.api)
-        task = self._endpoint_task(endpoint)
-        return protocol_for(API_OF_TASK.get(task or "", "chat"))
+        return protocol_for(self._apis.get(endpoint) or self._api_of(self._endpoint_task(endpoint)))
+
+    async def _aprotocol(self, endpoint: str) -> WireProtocol:
+        """Async `_protocol` (the listing is read without blocking the event loop)."""
+        if self.api != "auto":
+            return protocol_for(self.api)
+        api = self._apis.get(endpoint) or self._api_of(await self._aendpoint_task(endpoint))
+        return protocol_for(api)
+
+    @staticmethod
+    def _api_of(task: str | None) -> ApiName:
+        return API_OF_TASK.get(task or "", "chat")
 
     def _endpoint_task(self, endpoint: str) -> str | None:
-        """The endpoint's serving task; None where there is no listing to ask."""
-        return None
+        """The endpoint's task from the workspace's cached listing; None when it cannot say."""
+        if self.connection.transport.address.host is None:
+            return None  # a base_url server: chat completions, and no listing to ask
+        try:
+            return self.connection.endpoint_task(endpoint)
+        except ServingError as error:
+            self._no_task(endpoint, error)
+            return None
+
+    async def _aendpoint_task(self, endpoint: str) -> str | None:
+        if self.connection.transport.address.host is None:
+            return None
+        try:
+            return await self.connection.aendpoint_task(endpoint)
+        except ServingError as error:
+            self._no_task(endpoint, error)
+            return None
+
+    def _no_task(self, endpoint: str, error: ServingError) -> None:
+        """No task from the listing (no permission to list, an older server): speak chat.
+
+        Remembered, so the listing is not asked again for this endpoint (the workspace
+        caches only what it found).
+        """
+        logger.debug("no task for %s from the listing (%s): chat completions", endpoint, error)
+        self._apis[endpoint] = "chat"
 
     def _request(
         self,
         messages: Sequence[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
+        protocol: WireProtocol,
         *,
         stream: bool = False,
-    ) -> tuple[str, WireProtocol, dict[str, Any]]:
-        """The endpoint, protocol and body of one call; per-call kwargs win."""
+    ) -> tuple[str, dict[str, Any]]:
+        """The endpoint and body of one call; per-call kwargs win."""
         endpoint = self._endpoint_for(kwargs.pop("model", None))
-        stream_usage = kwargs.pop("stream_usage", self.stream_usage)
+        stream_usage = kwargs.pop("stream_usage", self.stream_usage)  # never a body field
         params = self._default_params
         params.update(kwargs)
         if stop is not None:
             params["stop"] = stop
-        protocol = self._protocol(endpoint)
+        check_n(params.get("n"), endpoint)
+        if stream:
+            check_single_choice(params, endpoint)
         body = protocol.body(
             messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
         )
-        return endpoint, protocol, body
+        return endpoint, body
+
+    def _target(self, kwargs: dict[str, Any]) -> str:
+        return self._endpoint_for(kwargs.get("model"))
 
     # ----------------------------------------------------------------------------------
     # Answers
@@ -188,8 +208,11 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        endpoint, protocol, body = self._request(messages, stop, kwargs)
-        response = self.transport.invoke(protocol.route, endpoint, body)
+        protocol = self._protocol(self._target(kwargs))
+        endpoint, body = self._request(messages, stop, kwargs, protocol)
+        response = self.transport.invoke(
+            protocol.route, endpoint, body, served_model=self.served_model
+        )
         return protocol.result(response, endpoint)
 
     async def _agenerate(
@@ -201,8 +224,11 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        endpoint, protocol, body = self._request(messages, stop, kwargs)
-        response = await self.transport.ainvoke(protocol.route, endpoint, body)
+        protocol = await self._aprotocol(self._target(kwargs))
+        endpoint, body = self._request(messages, stop, kwargs, protocol)
+        response = await self.transport.ainvoke(
+            protocol.route, endpoint, body, served_model=self.served_model
+        )
         return protocol.result(response, endpoint)
 
     def _stream(
@@ -212,9 +238,12 @@ class ChatServing(ServingClientBase, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
+        protocol = self._protocol(self._target(kwargs))
+        endpoint, body = self._request(messages, stop, kwargs, protocol, stream=True)
         assembly = protocol.assembly(endpoint)
-        for wire_chunk in self.transport.stream(protocol.route, endpoint, body, protocol.rule):
+        for wire_chunk in self.transport.stream(
+            protocol.route, endpoint, body, served_model=self.served_model, rule=protocol.rule
+        ):
             for chunk in assembly.feed(wire_chunk):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -228,10 +257,11 @@ class ChatServing(ServingClientBase, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
+        protocol = await self._aprotocol(self._target(kwargs))
+        endpoint, body = self._request(messages, stop, kwargs, protocol, stream=True)
         assembly = protocol.assembly(endpoint)
         async for wire_chunk in self.transport.astream(
-            protocol.route, endpoint, body, protocol.rule
+            protocol.route, endpoint, body, served_model=self.served_model, rule=protocol.rule
         ):
             for chunk in assembly.feed(wire_chunk):
                 if run_manager:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_servingx.local.config import EndpointConfig
 from langchain_servingx.local.engines import Engine
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.responses import new_id
 from langchain_servingx.local.schemas import ChatRequest, parse_request, validation_message
 from langchain_servingx.protocols.agent_wire import items_to_messages
@@ -185,7 +185,7 @@ def _parse(model: type[_AgentRequest], body: Body) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        raise ServingError(400, "BAD_REQUEST", validation_message(error)) from None
+        raise EndpointError(400, "BAD_REQUEST", validation_message(error)) from None
 
 
 def _caller_tools(request: ResponsesRequest) -> list[Body]:
@@ -193,11 +193,11 @@ def _caller_tools(request: ResponsesRequest) -> list[Body]:
     tools = []
     for i, tool in enumerate(request.tools or []):
         if tool.get("type") != "function" or not tool.get("name"):
-            raise ServingError(
+            raise EndpointError(
                 400, "BAD_REQUEST", f"tools[{i}]: only named function tools are supported"
             )
         if tool["name"] in _OWN:
-            raise ServingError(
+            raise EndpointError(
                 400, "BAD_REQUEST", f"tools[{i}]: {tool['name']!r} is one of the agent's own tools"
             )
         function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
@@ -424,7 +424,7 @@ class AgentEngine(Engine):
 
     def _loop(self, messages: list[Body], request: _AgentRequest, **options: Any) -> AgentLoop:
         if self.model is None:
-            raise ServingError(
+            raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {self.config.name!r} has no model."
             )
         agent = self.config.agent
@@ -487,7 +487,7 @@ class AgentEngine(Engine):
 def _chat_message(message: Mapping[str, Any], position: int) -> Body:
     role = message.get("role")
     if role not in ("system", "user", "assistant", "tool"):
-        raise ServingError(400, "BAD_REQUEST", f"messages[{position}].role: {role!r} is not valid")
+        raise EndpointError(400, "BAD_REQUEST", f"messages[{position}].role: {role!r} is not valid")
     out: Body = {"role": role, "content": message.get("content")}
     for key in ("tool_calls", "tool_call_id"):
         if message.get(key):

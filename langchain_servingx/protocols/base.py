@@ -9,14 +9,16 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from langchain_servingx.contract import Task
 from langchain_servingx.protocols.streams import StreamRule
 
-__all__ = ["API_OF_TASK", "Api", "StreamAssembly", "WireProtocol", "protocol_for"]
+__all__ = ["API_OF_TASK", "Api", "ApiName", "StreamAssembly", "WireProtocol", "protocol_for"]
 
 Api = Literal["auto", "chat", "responses", "chat_agent"]
 """`ChatServing(api=...)`: `"auto"` reads the endpoint's task; the others force a protocol."""
+ApiName = Literal["chat", "responses", "chat_agent"]
 
-API_OF_TASK: dict[str, Literal["chat", "responses", "chat_agent"]] = {
+API_OF_TASK: dict[str, ApiName] = {
     "llm/v1/chat": "chat",
     "agent/v1/chat": "chat",
     "agent/v2/chat": "chat_agent",
@@ -40,9 +42,10 @@ class StreamAssembly(ABC):
 class WireProtocol(ABC):
     """One request/response format of serving endpoints."""
 
-    api: Literal["chat", "responses", "chat_agent"]
-    route: Literal["chat", "responses"]
-    """The transport's route: it picks the OpenAI-compatible path (`/chat/completions`, ...)."""
+    api: ApiName
+    route: Task
+    """The task the transport is told: it picks the OpenAI-compatible path, and explains a
+    failed call when the endpoint serves another task."""
     rule: StreamRule
 
     @abstractmethod
@@ -66,7 +69,7 @@ class WireProtocol(ABC):
         """A fresh assembler for one stream."""
 
 
-def protocol_for(api: Literal["chat", "responses", "chat_agent"]) -> WireProtocol:
+def protocol_for(api: ApiName) -> WireProtocol:
     """The protocol object for `api` (stateless, shared)."""
     from langchain_servingx.protocols.chat import CHAT_PROTOCOL
     from langchain_servingx.protocols.chat_agent import CHAT_AGENT_PROTOCOL

@@ -8,6 +8,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from langchain_servingx import contract
 from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import (
     MODEL_PROVIDER,
@@ -26,7 +27,7 @@ class ChatProtocol(WireProtocol):
     """`{"messages": [...]}` in, `choices` out; streams of `chat.completion.chunk`."""
 
     api = "chat"
-    route = "chat"
+    route = contract.CHAT
     rule = CHAT
 
     def body(

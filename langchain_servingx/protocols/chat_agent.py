@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from langchain_servingx import contract
 from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import MODEL_PROVIDER, usage_from_wire
 from langchain_servingx.protocols._items import (
@@ -40,7 +41,7 @@ class ChatAgentProtocol(WireProtocol):
     """ChatAgent requests and answers; no tools (a ChatAgent brings its own)."""
 
     api = "chat_agent"
-    route = "chat"
+    route = contract.AGENT_CHAT_V2
     rule = CHAT_AGENT
 
     def body(

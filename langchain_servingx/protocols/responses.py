@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from langchain_servingx import contract
 from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import MODEL_PROVIDER
 from langchain_servingx.protocols._items import (
@@ -54,7 +55,7 @@ class ResponsesProtocol(WireProtocol):
     """Responses-shaped requests and answers; tools in the Responses format."""
 
     api = "responses"
-    route = "responses"
+    route = contract.AGENT_RESPONSES
     rule = RESPONSES
 
     def body(
