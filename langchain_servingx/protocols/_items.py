@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     ChatMessage,
     HumanMessage,
@@ -32,13 +33,16 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
+from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_servingx._messages import usage_from_wire
+from langchain_servingx._messages import MODEL_PROVIDER, usage_from_wire
 
 __all__ = [
     "ItemMapper",
     "caller_tool_call",
+    "closing_chunk",
     "items_from_messages",
     "text_of",
     "usage_from_responses",
@@ -180,6 +184,37 @@ def caller_tool_call(item: Mapping[str, Any]) -> ToolCall | InvalidToolCall:
     except Exception as exc:
         return make_invalid_tool_call(raw, str(exc))
     return cast("ToolCall", parsed)
+
+
+def closing_chunk(
+    endpoint: str,
+    metadata: dict[str, Any],
+    calls: list[Mapping[str, Any]],
+    usage: UsageMetadata | None,
+) -> ChatGenerationChunk:
+    """A stream's last chunk: calls left for the caller, usage once, the answer's metadata."""
+    chunks = [
+        tool_call_chunk(
+            name=str(call.get("name") or ""),
+            args=call["arguments"] if isinstance(call.get("arguments"), str) else "{}",
+            id=str(call.get("call_id") or call.get("id") or ""),
+            index=i,
+        )
+        for i, call in enumerate(calls)
+    ]
+    metadata = {"model_name": endpoint, **metadata, "model_provider": MODEL_PROVIDER}
+    metadata.setdefault("finish_reason", "tool_calls" if calls else "stop")
+    message = AIMessageChunk(
+        content="",
+        tool_call_chunks=chunks,
+        usage_metadata=usage,
+        response_metadata=metadata,
+        chunk_position="last",
+        id=metadata.get("id"),
+    )
+    return ChatGenerationChunk(
+        message=message, generation_info={"finish_reason": metadata["finish_reason"]}
+    )
 
 
 def usage_from_responses(usage: Mapping[str, Any] | None) -> UsageMetadata | None:

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from langchain_servingx import contract
@@ -21,6 +20,7 @@ from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import MODEL_PROVIDER, usage_from_wire
 from langchain_servingx.protocols._items import (
     ItemMapper,
+    closing_chunk,
     items_from_messages,
     message_from_items,
 )
@@ -154,28 +154,8 @@ class _ChatAgentAssembly(StreamAssembly):
         return self.next_index - 1
 
     def final(self) -> ChatGenerationChunk:
-        calls = self.mapper.unanswered()
-        chunks = [
-            tool_call_chunk(
-                name=str(call.get("name") or ""),
-                args=str(call.get("arguments") or "{}"),
-                id=str(call.get("call_id") or ""),
-                index=i,
-            )
-            for i, call in enumerate(calls)
-        ]
-        metadata = {"model_name": self.endpoint, **self.metadata, "model_provider": MODEL_PROVIDER}
-        metadata.setdefault("finish_reason", "tool_calls" if calls else "stop")
-        message = AIMessageChunk(
-            content="",
-            tool_call_chunks=chunks,
-            usage_metadata=usage_from_wire(self.usage),
-            response_metadata=metadata,
-            chunk_position="last",
-        )
-        return ChatGenerationChunk(
-            message=message, generation_info={"finish_reason": metadata["finish_reason"]}
-        )
+        usage = usage_from_wire(self.usage)
+        return closing_chunk(self.endpoint, self.metadata, self.mapper.unanswered(), usage)
 
 
 CHAT_AGENT_PROTOCOL = ChatAgentProtocol()

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from langchain_servingx import contract
@@ -20,6 +19,7 @@ from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import MODEL_PROVIDER
 from langchain_servingx.protocols._items import (
     ItemMapper,
+    closing_chunk,
     items_from_messages,
     message_from_items,
     usage_from_responses,
@@ -259,29 +259,8 @@ class ResponsesAssembly(StreamAssembly):
 
     def final(self) -> ChatGenerationChunk:
         """Unanswered calls as tool calls, usage once, the response's metadata."""
-        calls = self.mapper.unanswered()
-        chunks = [
-            tool_call_chunk(
-                name=str(call.get("name") or ""),
-                args=call.get("arguments") if isinstance(call.get("arguments"), str) else "{}",
-                id=str(call.get("call_id") or call.get("id") or ""),
-                index=i,
-            )
-            for i, call in enumerate(calls)
-        ]
-        metadata = {"model_name": self.endpoint, **self.metadata, "model_provider": MODEL_PROVIDER}
-        metadata.setdefault("finish_reason", "tool_calls" if calls else "stop")
-        message = AIMessageChunk(
-            content="",
-            tool_call_chunks=chunks,
-            usage_metadata=usage_from_responses(self.usage),
-            response_metadata=metadata,
-            chunk_position="last",
-            id=self.metadata.get("id"),
-        )
-        return ChatGenerationChunk(
-            message=message, generation_info={"finish_reason": metadata["finish_reason"]}
-        )
+        usage = usage_from_responses(self.usage)
+        return closing_chunk(self.endpoint, self.metadata, self.mapper.unanswered(), usage)
 
 
 RESPONSES_PROTOCOL = ResponsesProtocol()
