@@ -164,6 +164,8 @@ def _assistant_content(content: str | list[str | dict[Any, Any]], position: int)
                 parts.append(replay)
         elif block.get("type") in ("tool_call", "tool_use", "tool_call_chunk"):
             continue  # carried by `tool_calls`
+        elif block.get("type") in _AGENT_STEPS:
+            continue  # an agent endpoint's own tool steps: nothing a chat model can take
         else:
             part = _part_to_wire(block, position)
             if part is not None:
@@ -180,6 +182,9 @@ def _text_of(block: Mapping[str, Any], position: int) -> str:
             f"message {position}: a text block's 'text' is {type(text).__name__}, expected a string"
         )
     return text
+
+
+_AGENT_STEPS = frozenset({"server_tool_call", "server_tool_call_chunk", "server_tool_result"})
 
 
 def _reasoning_to_wire(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -531,7 +536,7 @@ def _content_blocks(message: AIMessage) -> list[types.ContentBlock]:
     for block in content:
         if isinstance(block, str):
             blocks.append(types.TextContentBlock(type="text", text=block))
-        elif block.get("type") in ("text", "reasoning", "non_standard"):
+        elif block.get("type") in ("text", "reasoning", "non_standard", *_AGENT_STEPS):
             blocks.append(cast("types.ContentBlock", block))
         else:
             blocks.append(types.NonStandardContentBlock(type="non_standard", value=block))

@@ -49,6 +49,7 @@ from langchain_servingx._errors import (
     request_id_from,
 )
 from langchain_servingx._version import __version__
+from langchain_servingx.protocols.streams import CHAT, StreamRule
 
 __all__ = [
     "ApiCall",
@@ -88,7 +89,8 @@ class EndpointAddress:
 
     - native: `{host}/serving-endpoints/{endpoint}/invocations`
     - a served model: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
-    - `openai_compatible`: `{host}/serving-endpoints/chat/completions` with `"model"` in the body
+    - `openai_compatible`: `{host}/serving-endpoints/chat/completions` (`/responses`, ...) with
+      `"model"` in the body
     - `base_url`: any OpenAI-compatible server, `{base_url}/chat/completions`, `"model"` in body
 
     `host` is the workspace (None for a `base_url` server): the listing API lives there.
@@ -839,10 +841,11 @@ class StreamReader:
     `finish_reason`, and `usage` whether any chunk carried usage.
     """
 
-    __slots__ = ("answered", "done", "endpoint", "finished", "usage")
+    __slots__ = ("answered", "done", "endpoint", "finished", "rule", "usage")
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, rule: StreamRule = CHAT) -> None:
         self.endpoint = endpoint
+        self.rule = rule
         self.finished = self.done = self.answered = self.usage = False
 
     def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
@@ -852,7 +855,8 @@ class StreamReader:
         if data.strip() == "[DONE]":
             if not self.answered:
                 raise ServingStreamError(
-                    "the stream ended with [DONE] before any choice arrived: no answer",
+                    f"the stream ended with [DONE] before any {self.rule.answer} arrived: "
+                    "no answer",
                     endpoint=self.endpoint,
                 )
             self.done = True
@@ -867,18 +871,18 @@ class StreamReader:
             raise ServingStreamError(
                 f"stream event is not a JSON object: {data[:200]!r}", endpoint=self.endpoint
             )
-        if event.event == "error" or ("choices" not in chunk and _is_error(chunk)):
-            error = error_from_response(500, data, {}, endpoint=self.endpoint)
+        failure = chunk if event.event == "error" else self.rule.error(chunk)
+        if failure is not None:
+            error = error_from_response(500, json.dumps(failure), {}, endpoint=self.endpoint)
             raise ServingStreamError(
                 f"the server reported an error mid-stream: {error.message}",
                 error_code=error.error_code,
                 endpoint=self.endpoint,
             )
-        choices = chunk.get("choices")
-        if choices and isinstance(choices, list):
+        if self.rule.answers(chunk):
             self.answered = True
-            if any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
-                self.finished = True
+        if self.rule.completes(chunk):
+            self.finished = True
         if chunk.get("usage"):
             self.usage = True
         return chunk
@@ -886,7 +890,8 @@ class StreamReader:
     def finish(self) -> None:
         if not self.finished:
             raise ServingStreamError(
-                "stream ended without [DONE] or a finish_reason: the answer may be cut short",
+                f"{self.rule.name} stream ended without {self.rule.missing_end}: "
+                "the answer may be cut short",
                 endpoint=self.endpoint,
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -23,31 +24,34 @@ from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
     PydanticToolsParser,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import PrivateAttr
 
-from langchain_servingx import contract
 from langchain_servingx._base import (
     GenerationFields,
     ServingClientBase,
     check_n,
     check_single_choice,
 )
-from langchain_servingx._decoding import MalformedAnswer, answer_errors, expect_object
-from langchain_servingx._errors import ServingInputError, ServingResponseError, ServingUsageWarning
-from langchain_servingx._messages import (
-    MODEL_PROVIDER,
-    StreamAssembler,
-    message_from_wire,
-    messages_to_wire,
-    usage_from_wire,
-)
+from langchain_servingx._errors import ServingError, ServingInputError, ServingUsageWarning
+from langchain_servingx._messages import MODEL_PROVIDER
 from langchain_servingx._transport import StreamReader
+from langchain_servingx.protocols.base import (
+    API_OF_TASK,
+    Api,
+    ApiName,
+    StreamAssembly,
+    WireProtocol,
+    protocol_for,
+)
 
 __all__ = ["ChatServing"]
+
+logger = logging.getLogger("langchain_servingx")
 
 _ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 _SIMPLE_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
@@ -73,6 +77,14 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
 
     stream_usage: bool = True
     """Ask for usage in streams (`stream_options.include_usage`) and report it once."""
+
+    api: Api = "auto"
+    """The wire protocol: `"auto"` reads the endpoint's task once (from the workspace's
+    cached listing) and picks `"chat"` (`llm/v1/chat`, `agent/v1/chat`, and endpoints with
+    no task), `"responses"` (`agent/v1/responses`) or `"chat_agent"` (`agent/v2/chat`);
+    set it to skip the lookup."""
+
+    _apis: dict[str, ApiName] = PrivateAttr(default_factory=dict)
 
     # ----------------------------------------------------------------------------------
     # Serializable and LangSmith hooks
@@ -114,70 +126,72 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     # Request building
     # ----------------------------------------------------------------------------------
 
-    def _request(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """Return the endpoint and body of one call; per-call kwargs win."""
-        endpoint = self._endpoint_for(kwargs.pop("model", None))
-        kwargs.pop("stream_usage", None)  # a client-side switch, never a body field
-        body = self._default_params
-        body.update(kwargs)
-        if stop is not None:
-            body["stop"] = stop
-        check_n(body.get("n"), endpoint)
-        body["messages"] = messages_to_wire(messages)
-        return endpoint, body
+    def _protocol(self, endpoint: str) -> WireProtocol:
+        """The protocol `endpoint` speaks: `api`, or its task when `api="auto"`."""
+        if self.api != "auto":
+            return protocol_for(self.api)
+        return protocol_for(self._apis.get(endpoint) or self._api_of(self._endpoint_task(endpoint)))
 
-    def _stream_request(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        stream_usage = kwargs.pop("stream_usage", self.stream_usage)
-        endpoint, body = self._request(messages, stop, kwargs)
-        check_single_choice(body, endpoint)
-        if stream_usage and "stream_options" not in body:
-            body["stream_options"] = {"include_usage": True}
-        return endpoint, body
+    async def _aprotocol(self, endpoint: str) -> WireProtocol:
+        """Async `_protocol` (the listing is read without blocking the event loop)."""
+        if self.api != "auto":
+            return protocol_for(self.api)
+        api = self._apis.get(endpoint) or self._api_of(await self._aendpoint_task(endpoint))
+        return protocol_for(api)
+
+    @staticmethod
+    def _api_of(task: str | None) -> ApiName:
+        return API_OF_TASK.get(task or "", "chat")
+
+    def _endpoint_task(self, endpoint: str) -> str | None:
+        """The endpoint's task from the workspace's cached listing; None when it cannot say."""
+        if self.connection.transport.address.host is None:
+            return None  # a base_url server: chat completions, and no listing to ask
+        try:
+            return self.connection.endpoint_task(endpoint)
+        except ServingError as error:
+            self._no_task(endpoint, error)
+            return None
+
+    async def _aendpoint_task(self, endpoint: str) -> str | None:
+        if self.connection.transport.address.host is None:
+            return None
+        try:
+            return await self.connection.aendpoint_task(endpoint)
+        except ServingError as error:
+            self._no_task(endpoint, error)
+            return None
+
+    def _no_task(self, endpoint: str, error: ServingError) -> None:
+        """No task from the listing (no permission to list, an older server): speak chat.
+
+        Remembered, so the listing is not asked again for this endpoint (the workspace
+        caches only what it found).
+        """
+        logger.debug("no task for %s from the listing (%s): chat completions", endpoint, error)
+        self._apis[endpoint] = "chat"
+
+    def _params(
+        self, stop: list[str] | None, kwargs: dict[str, Any], *, stream: bool = False
+    ) -> tuple[str, dict[str, Any], bool]:
+        """The endpoint, parameters and `stream_usage` of one call; per-call kwargs win.
+
+        Validated before anything is sent, the listing lookup of `api="auto"` included.
+        """
+        endpoint = self._endpoint_for(kwargs.pop("model", None))
+        stream_usage = kwargs.pop("stream_usage", self.stream_usage)  # never a body field
+        params = self._default_params
+        params.update(kwargs)
+        if stop is not None:
+            params["stop"] = stop
+        check_n(params.get("n"), endpoint)
+        if stream:
+            check_single_choice(params, endpoint)
+        return endpoint, params, stream_usage
 
     # ----------------------------------------------------------------------------------
     # Answers
     # ----------------------------------------------------------------------------------
-
-    def _result(self, response: Mapping[str, Any], endpoint: str) -> ChatResult:
-        """Turn a `chat.completion` body into LangChain's result; malformed ones raise."""
-        with answer_errors(endpoint):
-            choices = response.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise ServingResponseError(
-                    f"chat response has no choices (keys: {sorted(response)})", endpoint=endpoint
-                )
-            usage = usage_from_wire(response.get("usage"))
-            model_name = response.get("model") or endpoint
-            generations = []
-            for i, choice in enumerate(choices):
-                choice = expect_object(choice, f"choices[{i}]")
-                if choice.get("message") is None:
-                    raise MalformedAnswer(f"choices[{i}] has no 'message' (keys: {sorted(choice)})")
-                metadata = {
-                    "model_name": model_name,
-                    "model_provider": MODEL_PROVIDER,
-                    "finish_reason": choice.get("finish_reason"),
-                    "id": response.get("id"),
-                }
-                if choice.get("logprobs"):
-                    metadata["logprobs"] = choice["logprobs"]
-                message = message_from_wire(
-                    choice["message"], metadata, usage, f"choices[{i}].message"
-                )
-                generations.append(
-                    ChatGeneration(
-                        message=message,
-                        generation_info={"finish_reason": choice.get("finish_reason")},
-                    )
-                )
-        llm_output = {"model_name": model_name, "id": response.get("id")}
-        if response.get("usage"):
-            llm_output["token_usage"] = response["usage"]
-        return ChatResult(generations=generations, llm_output=llm_output)
 
     def _generate(
         self,
@@ -188,11 +202,13 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(
-            self.transport.invoke(contract.CHAT, endpoint, body, served_model=self.served_model),
-            endpoint,
+        endpoint, params, usage = self._params(stop, kwargs)
+        protocol = self._protocol(endpoint)
+        body = protocol.body(messages, params, endpoint=endpoint, stream=False, stream_usage=usage)
+        response = self.transport.invoke(
+            protocol.route, endpoint, body, served_model=self.served_model
         )
+        return protocol.result(response, endpoint)
 
     async def _agenerate(
         self,
@@ -203,13 +219,13 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(
-            await self.transport.ainvoke(
-                contract.CHAT, endpoint, body, served_model=self.served_model
-            ),
-            endpoint,
+        endpoint, params, usage = self._params(stop, kwargs)
+        protocol = await self._aprotocol(endpoint)
+        body = protocol.body(messages, params, endpoint=endpoint, stream=False, stream_usage=usage)
+        response = await self.transport.ainvoke(
+            protocol.route, endpoint, body, served_model=self.served_model
         )
+        return protocol.result(response, endpoint)
 
     def _stream(
         self,
@@ -218,16 +234,18 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler, reader = StreamAssembler(), StreamReader(endpoint)
+        endpoint, params, usage = self._params(stop, kwargs, stream=True)
+        protocol = self._protocol(endpoint)
+        body = protocol.body(messages, params, endpoint=endpoint, stream=True, stream_usage=usage)
+        assembly, reader = protocol.assembly(endpoint), StreamReader(endpoint, protocol.rule)
         for wire_chunk in self.transport.stream(
-            contract.CHAT, endpoint, body, served_model=self.served_model, reader=reader
+            protocol.route, endpoint, body, served_model=self.served_model, reader=reader
         ):
-            for chunk in _generation_chunks(assembler, wire_chunk, endpoint):
+            for chunk in assembly.feed(wire_chunk):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, reader, body)
+        yield _final_chunk(assembly, reader, body)
 
     async def _astream(
         self,
@@ -236,16 +254,18 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        endpoint, body = self._stream_request(messages, stop, kwargs)
-        assembler, reader = StreamAssembler(), StreamReader(endpoint)
+        endpoint, params, usage = self._params(stop, kwargs, stream=True)
+        protocol = await self._aprotocol(endpoint)
+        body = protocol.body(messages, params, endpoint=endpoint, stream=True, stream_usage=usage)
+        assembly, reader = protocol.assembly(endpoint), StreamReader(endpoint, protocol.rule)
         async for wire_chunk in self.transport.astream(
-            contract.CHAT, endpoint, body, served_model=self.served_model, reader=reader
+            protocol.route, endpoint, body, served_model=self.served_model, reader=reader
         ):
-            for chunk in _generation_chunks(assembler, wire_chunk, endpoint):
+            for chunk in assembly.feed(wire_chunk):
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _final_chunk(assembler, reader, body)
+        yield _final_chunk(assembly, reader, body)
 
     # ----------------------------------------------------------------------------------
     # Tools and structured output
@@ -365,31 +385,14 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
 # --------------------------------------------------------------------------------------
 
 
-def _generation_chunks(
-    assembler: StreamAssembler, wire_chunk: Mapping[str, Any], endpoint: str
-) -> list[ChatGenerationChunk]:
-    chunks = []
-    with answer_errors(endpoint, stream=True):
-        messages = assembler.feed(wire_chunk)
-    for index, message in messages:
-        if index:  # LangChain streams one choice; n > 1 is for invoke
-            continue
-        info = (
-            {"finish_reason": message.response_metadata["finish_reason"]}
-            if ("finish_reason" in message.response_metadata)
-            else None
-        )
-        chunks.append(ChatGenerationChunk(message=message, generation_info=info))
-    return chunks
-
-
 def _final_chunk(
-    assembler: StreamAssembler, reader: StreamReader, body: Mapping[str, Any]
+    assembly: StreamAssembly, reader: StreamReader, body: Mapping[str, Any]
 ) -> ChatGenerationChunk:
     """The closing chunk; a stream that asked for usage and got none says so (see README)."""
-    assembler.metadata.setdefault("model_name", reader.endpoint)
+    final = assembly.final()
+    message = final.message
     asked = bool((body.get("stream_options") or {}).get("include_usage"))
-    if asked and assembler.usage is None:
+    if asked and getattr(message, "usage_metadata", None) is None:
         if reader.done:
             reason = "the server sent no usage in this stream"
         else:
@@ -398,10 +401,10 @@ def _final_chunk(
                 f"endpoint {reader.endpoint!r}: {reason}; the answer is kept, its usage is "
                 "unknown (response_metadata['usage_missing'])",
                 ServingUsageWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        assembler.metadata["usage_missing"] = reason
-    return ChatGenerationChunk(message=assembler.final())
+        message.response_metadata["usage_missing"] = reason
+    return final
 
 
 def _tool_choice_to_wire(

@@ -27,7 +27,7 @@ EMBED_PATH = "/serving-endpoints/embedder/invocations"
 
 @pytest.fixture
 def llm(serving_env: ServingTestServer) -> ChatServing:
-    return ChatServing(endpoint="chat-ep", max_retries=0)
+    return ChatServing(endpoint="chat-ep", max_retries=0, api="chat")
 
 
 def body_with(**fields: object) -> dict:

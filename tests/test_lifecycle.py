@@ -47,6 +47,7 @@ def no_resource_warnings() -> Iterator[None]:
 
 
 def chat(server: ServingTestServer, **kwargs) -> ChatServing:
+    kwargs.setdefault("api", "chat")  # no listing lookup: these tests count requests
     return ChatServing(endpoint="ep", host=server.url, token=TEST_TOKEN, **kwargs)
 
 

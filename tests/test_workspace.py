@@ -208,7 +208,7 @@ def test_models_share_one_workspace_and_one_oauth_token(server) -> None:
     server.reply("/serving-endpoints/chat/invocations", Reply.json(chat_response()))
     server.reply("/serving-endpoints/emb/invocations", Reply.json(embedding_response([[1.0]])))
     with ServingWorkspace(host=server.url, client_id="sp", client_secret="s3cret") as ws:
-        chat = ChatServing(endpoint="chat", workspace=ws)
+        chat = ChatServing(endpoint="chat", workspace=ws, api="chat")
         emb = ServingEmbeddings(endpoint="emb", workspace=ws)
         assert chat.transport is emb.transport is ws.transport
         chat.invoke("hi")
@@ -242,7 +242,7 @@ def test_a_workspace_is_immutable(server) -> None:
 def test_workspace_and_model_with_workspace_pickle(server) -> None:
     server.reply("/serving-endpoints/ep/invocations", Reply.json(chat_response()))
     ws = ServingWorkspace(host=server.url, token=SecretStr("dapi-pickled"))
-    llm = ChatServing(endpoint="ep", workspace=ws)
+    llm = ChatServing(endpoint="ep", workspace=ws, api="chat")
     llm.invoke("x")
     clone = pickle.loads(pickle.dumps(llm))
     assert clone.workspace is not None
@@ -272,7 +272,7 @@ CHAT_PATH = "/serving-endpoints/emb/invocations"
 def test_chat_on_an_embeddings_endpoint_says_so(server, ws, mode) -> None:
     server.reply(CHAT_PATH, Reply.json({"error_code": "BAD_REQUEST", "message": "bad input"}, 400))
     server.reply(LISTING_PATH, listing(endpoint_object("emb", "llm/v1/embeddings")))
-    llm = ChatServing(endpoint="emb", workspace=ws)
+    llm = ChatServing(endpoint="emb", workspace=ws, api="chat")
     for _ in range(2):
         with pytest.raises(ServingInvalidRequestError) as caught:
             run(mode, llm.invoke, llm.ainvoke, "x")
@@ -337,7 +337,7 @@ def test_a_malformed_listing_leaves_the_error_alone(server, ws, mode) -> None:
 
 def test_successful_calls_never_fetch_the_listing(server, ws) -> None:
     server.reply("/serving-endpoints/ep/invocations", Reply.json(chat_response()))
-    llm = ChatServing(endpoint="ep", workspace=ws)
+    llm = ChatServing(endpoint="ep", workspace=ws, api="chat")
     llm.invoke("x")
     asyncio.run(llm.ainvoke("x"))
     assert [r.method for r in server.requests] == ["POST", "POST"]

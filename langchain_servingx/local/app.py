@@ -4,8 +4,8 @@ Routes (all but ``/health`` and ``/ready`` need the bearer token when one is set
 
 - ``POST /serving-endpoints/{name}/invocations`` and
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations``: native calls;
-- ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``: the
-  OpenAI-compatible base, endpoint name in the body's ``model``;
+- ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``,
+  ``/responses``: the OpenAI-compatible base, endpoint name in the body's ``model``;
 - ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API;
 - ``GET /health`` (alive, with per-endpoint readiness) and ``GET /ready`` (503 until every
   endpoint has finished loading).
@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langchain_servingx import contract
 from langchain_servingx.contract import Task
+from langchain_servingx.local.agents import AgentEngine
 from langchain_servingx.local.config import EndpointConfig
 from langchain_servingx.local.engines import Answer, Engine, build_engines
 from langchain_servingx.local.errors import EndpointError
@@ -99,7 +100,10 @@ class Registry:
 
     def state(self, name: str) -> str:
         """``READY`` or ``NOT_READY``."""
-        ok = self._settled[name].is_set() and self.engines[name].error is None
+        engine = self.engines[name]
+        ok = self._settled[name].is_set() and engine.error is None
+        if ok and isinstance(engine, AgentEngine) and engine.config.agent is not None:
+            return self.state(engine.config.agent.model)  # ready when its model is
         return "READY" if ok else "NOT_READY"
 
     def engine(self, name: str) -> Engine:
@@ -124,6 +128,8 @@ class Registry:
             raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is not ready: {engine.error}"
             )
+        if isinstance(engine, AgentEngine) and engine.config.agent is not None:
+            await self.ready_engine(engine.config.agent.model)  # the model it drives
         return engine
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -136,7 +142,10 @@ class Registry:
         else:
             update = "UPDATE_FAILED" if engine.error else "IN_PROGRESS"
         served: dict[str, Any] = {"name": config.served_model_name}
-        if config.external is not None:
+        if config.agent is not None:
+            served["entity_name"] = "servingx.local.agents"
+            served["agent_model"] = config.agent.model
+        elif config.external is not None:
             served["external_model"] = {
                 "provider": config.external.provider,
                 "name": config.external.model,
@@ -202,8 +211,21 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+# The field an agent request cannot do without.
+_AGENT_KEY: dict[str, str] = {contract.AGENT_RESPONSES: "input", contract.AGENT_CHAT_V2: "messages"}
+
+
 def _check_task(config: EndpointConfig, body: dict[str, Any], route_task: Task | None) -> None:
     """400 when the request is for another task than the endpoint's."""
+    if config.task in _AGENT_KEY:
+        key = _AGENT_KEY[config.task]
+        if (route_task or config.task) != config.task or key not in body:
+            raise EndpointError(
+                400,
+                "BAD_REQUEST",
+                f"Endpoint {config.name!r} has task {config.task}; its requests carry {key!r}.",
+            )
+        return
     asked = route_task or next((t for k, t in _TASK_OF_KEY.items() if k in body), None)
     if asked is not None and asked != config.task:
         raise EndpointError(
@@ -256,7 +278,11 @@ async def _answer(engine: Engine, body: dict[str, Any]) -> Response:
     task = engine.config.task
     headers = {"served-model-name": engine.config.served_model_name}
     answer: Answer
-    if task == contract.CHAT:
+    if isinstance(engine, AgentEngine):
+        answer = await (
+            engine.responses(body) if task == contract.AGENT_RESPONSES else engine.chat_agent(body)
+        )
+    elif task == contract.CHAT:
         answer = await engine.chat(parse_request(ChatRequest, body), body)
     elif task == contract.COMPLETIONS:
         answer = await engine.completions(parse_request(CompletionRequest, body), body)
@@ -360,6 +386,11 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
     async def embeddings(request: Request) -> Response:
         """OpenAI-compatible embeddings; ``model`` names the endpoint."""
         return await openai_route(request, contract.EMBEDDINGS)
+
+    @app.post("/serving-endpoints/responses", dependencies=auth)
+    async def responses(request: Request) -> Response:
+        """OpenAI-compatible Responses (agent endpoints); ``model`` names the endpoint."""
+        return await openai_route(request, contract.AGENT_RESPONSES)
 
     @app.post("/serving-endpoints/{name}/invocations", dependencies=auth)
     async def invocations(name: str, request: Request) -> Response:

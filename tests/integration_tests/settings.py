@@ -71,6 +71,8 @@ def workspace_problem() -> str | None:
 
 CHAT_PARAMS: dict[str, Any] = {
     "endpoint": ENDPOINTS["chat"],
+    # The suites know the task: no listing call (the cassettes hold invocations only).
+    "api": "chat",
     # Greedy decoding keeps recordings reproducible; 128 tokens leave room for the
     # longest structured answers the suites ask for (a joke's setup and punchline).
     "temperature": 0,
