@@ -294,14 +294,14 @@ class InvocationTransport:
         """POST `body` and return the decoded JSON answer."""
         request = self._build(self.client, task, endpoint, body)
         response = self._send(request, endpoint, stream=False)
-        return _decode(response, endpoint)
+        return _served(response, _decode(response, endpoint))
 
     async def ainvoke(self, task: Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         """Async `invoke`."""
         client = self.aclient
         request = self._build(client, task, endpoint, body)
         response = await self._asend(client, request, endpoint, stream=False)
-        return _decode(response, endpoint)
+        return _served(response, _decode(response, endpoint))
 
     def stream(self, task: Task, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST `body` with `"stream": true` and yield each event's JSON object."""
@@ -309,7 +309,7 @@ class InvocationTransport:
         request = self._build(self.client, task, endpoint, body)
         response = self._send(request, endpoint, stream=True)
         try:
-            reader = _StreamReader(endpoint)
+            reader = _StreamReader(endpoint, response)
             try:
                 for event in _event_source(response, endpoint).iter_sse():
                     chunk = reader.feed(event)
@@ -332,7 +332,7 @@ class InvocationTransport:
         request = self._build(client, task, endpoint, body)
         response = await self._asend(client, request, endpoint, stream=True)
         try:
-            reader = _StreamReader(endpoint)
+            reader = _StreamReader(endpoint, response)
             try:
                 async for event in _event_source(response, endpoint).aiter_sse():
                     chunk = reader.feed(event)
@@ -477,6 +477,17 @@ def _decode(response: httpx.Response, endpoint: str) -> dict[str, Any]:
     return data
 
 
+SERVED_MODEL_KEY = "served_model_name"
+"""Where the `served-model-name` response header lands in the decoded body (or first chunk)."""
+
+
+def _served(response: httpx.Response, data: dict[str, Any]) -> dict[str, Any]:
+    served = response.headers.get("served-model-name")
+    if served:
+        data.setdefault(SERVED_MODEL_KEY, served)
+    return data
+
+
 def _event_source(response: httpx.Response, endpoint: str) -> EventSource:
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type:
@@ -496,11 +507,12 @@ _DONE: dict[str, Any] = {}
 class _StreamReader:
     """Turn SSE events into JSON chunks, and notice a stream that was cut short."""
 
-    __slots__ = ("endpoint", "finished")
+    __slots__ = ("endpoint", "finished", "served")
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, response: httpx.Response) -> None:
         self.endpoint = endpoint
         self.finished = False
+        self.served = response.headers.get("served-model-name")
 
     def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
         data = event.data
@@ -528,6 +540,9 @@ class _StreamReader:
         choices = chunk.get("choices")
         if choices and any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
             self.finished = True
+        if self.served:  # the first chunk carries the served-model-name header
+            chunk.setdefault(SERVED_MODEL_KEY, self.served)
+            self.served = None
         return chunk
 
     def finish(self) -> None:

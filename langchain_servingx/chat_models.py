@@ -37,6 +37,7 @@ from langchain_servingx._messages import (
     messages_to_wire,
     usage_from_wire,
 )
+from langchain_servingx._transport import SERVED_MODEL_KEY
 
 __all__ = ["ChatServing"]
 
@@ -188,6 +189,8 @@ class ChatServing(ServingClientBase, BaseChatModel):
             }
             if choice.get("logprobs"):
                 metadata["logprobs"] = choice["logprobs"]
+            if response.get(SERVED_MODEL_KEY):
+                metadata[SERVED_MODEL_KEY] = response[SERVED_MODEL_KEY]
             message = message_from_wire(choice.get("message") or {}, metadata, usage)
             generations.append(
                 ChatGeneration(

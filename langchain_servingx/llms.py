@@ -16,7 +16,6 @@ from langchain_servingx._base import ServingClientBase
 from langchain_servingx._errors import (
     ServingContextOverflowError,
     ServingError,
-    ServingInvalidRequestError,
     ServingResponseError,
     ServingStreamError,
 )
@@ -24,8 +23,8 @@ from langchain_servingx.embeddings import order_by_index
 
 __all__ = ["ServingLLM"]
 
-_LIST_REFUSED_STATUSES = frozenset({400, 422})
-"""How an endpoint that takes only a string `prompt` answers a list (422: schema checks)."""
+_NOT_ABOUT_THE_BODY = frozenset({401, 403, 404, 408, 429})
+"""Failures that say nothing about the prompt list (credentials, name, rate): never probed."""
 
 
 class ServingLLM(ServingClientBase, BaseLLM):
@@ -33,9 +32,13 @@ class ServingLLM(ServingClientBase, BaseLLM):
 
     `generate()` and `batch()` pack up to `prompts_per_request` prompts into one request
     (`"prompt": [...]`). With `n` candidates per prompt, choice `index` i belongs to prompt
-    `i // n` (OpenAI's convention). An endpoint that refuses a list with a 400 or 422 is
-    asked one prompt at a time instead, and this instance remembers it. Results always come
-    back in prompt order, and `llm_output["token_usage"]` sums the usage of all requests.
+    `i // n` (OpenAI's convention). When a list request fails in a way that could be about
+    the list (any 4xx or 5xx but 401, 403, 404, 408, 429 and a context overflow: servers
+    answer lists with 400, 422, or, like llama.cpp's, a 500 with an empty message), the
+    prompts are sent one at a time; if the first single prompt succeeds, the failure was
+    the list, and this instance remembers it. If it fails too, that error is raised. Results
+    always come back in prompt order, and `llm_output["token_usage"]` sums the usage of all
+    requests.
 
     Per-call keyword arguments override the constructor's parameters and go into the body;
     a per-call `model=` queries that endpoint instead.
@@ -134,7 +137,7 @@ class ServingLLM(ServingClientBase, BaseLLM):
         while (group := call.next_group()) is not None:
             try:
                 reply = self.transport.invoke("completions", call.endpoint, call.body(group))
-            except ServingInvalidRequestError as error:
+            except ServingError as error:
                 if not call.fall_back(group, error):
                     raise
                 continue
@@ -155,7 +158,7 @@ class ServingLLM(ServingClientBase, BaseLLM):
         while (group := call.next_group()) is not None:
             try:
                 reply = await self.transport.ainvoke("completions", call.endpoint, call.body(group))
-            except ServingInvalidRequestError as error:
+            except ServingError as error:
                 if not call.fall_back(group, error):
                     raise
                 continue
@@ -300,7 +303,9 @@ class _CompletionCall:
         """After `error`, whether to retry `group` one prompt at a time (queued first)."""
         if (
             len(group.prompts) == 1
-            or error.status_code not in _LIST_REFUSED_STATUSES
+            or error.status_code is None
+            or error.status_code < 400
+            or error.status_code in _NOT_ABOUT_THE_BODY
             or isinstance(error, ServingContextOverflowError)
         ):
             return False

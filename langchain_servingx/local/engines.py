@@ -53,9 +53,10 @@ __all__ = [
     "EmbeddingEngine",
     "Engine",
     "LlamaEngine",
+    "LlamaModel",
     "ModelWorker",
     "ProxyEngine",
-    "build_engines",
+    "build_engine",
 ]
 
 log = logging.getLogger("langchain_servingx.local")
@@ -617,27 +618,24 @@ class ProxyEngine(Engine):
             await self._client.aclose()
 
 
-def build_engines(configs: list[EndpointConfig]) -> dict[str, Engine]:
-    """One engine per endpoint; endpoints on the same GGUF file share one model."""
-    models: dict[tuple[str, int], LlamaModel] = {}
-    engines: dict[str, Engine] = {}
-    for config in configs:
-        engine: Engine
-        try:
-            if config.external is not None:
-                engine = ProxyEngine(config, config.external)
-            elif config.sentence_transformer is not None:
-                engine = EmbeddingEngine(config, resolve_location(config.sentence_transformer))
-            else:
-                assert config.gguf is not None  # noqa: S101 - the config guarantees one backend
-                path = resolve_location(config.gguf)
-                key = (str(path.resolve()), config.n_ctx)
-                if key not in models:
-                    models[key] = LlamaModel(path, config.n_ctx, config.threads)
-                model = models[key]
-                engine = LlamaEngine(config, model)
-        except Exception as error:  # a missing model file: served as NOT_READY, not fatal
-            engine = Engine(config)
-            engine.error = str(error)
-        engines[config.name] = engine
-    return engines
+def build_engine(config: EndpointConfig, models: dict[tuple[str, int], LlamaModel]) -> Engine:
+    """The engine of a one-backend ``config``; GGUF files already in ``models`` are shared.
+
+    A missing model file is not fatal: the engine carries the error and is served as
+    ``NOT_READY``.
+    """
+    try:
+        if config.external is not None:
+            return ProxyEngine(config, config.external)
+        if config.sentence_transformer is not None:
+            return EmbeddingEngine(config, resolve_location(config.sentence_transformer))
+        assert config.gguf is not None  # noqa: S101 - the config guarantees one backend
+        path = resolve_location(config.gguf)
+        key = (str(path.resolve()), config.n_ctx)
+        if key not in models:
+            models[key] = LlamaModel(path, config.n_ctx, config.threads)
+        return LlamaEngine(config, models[key])
+    except Exception as error:
+        engine = Engine(config)
+        engine.error = str(error)
+        return engine
