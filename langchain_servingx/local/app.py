@@ -57,7 +57,7 @@ KEEPALIVE_SECONDS = 10.0
 # How long a request waits for its endpoint to finish loading.
 LOAD_WAIT_SECONDS = 300.0
 # The workspace id the host metadata reports (one local workspace).
-WORKSPACE_ID = "0"
+WORKSPACE_ID = "1"
 
 _TASK_OF_KEY: dict[str, Task] = {
     "messages": "llm/v1/chat",
