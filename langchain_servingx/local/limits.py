@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_servingx.local.config import RateLimits
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 
 __all__ = ["WINDOW_SECONDS", "RateLimiter"]
 
@@ -75,7 +75,7 @@ class RateLimiter:
                 self.refused += 1
                 wait, limit = max(waits)
                 retry_after = max(1, math.ceil(wait))
-                raise ServingError(
+                raise EndpointError(
                     429,
                     "REQUEST_LIMIT_EXCEEDED",
                     f"REQUEST_LIMIT_EXCEEDED: Exceeded the rate limit of endpoint "

@@ -25,9 +25,10 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from langchain_servingx import contract
 from langchain_servingx.local.config import EndpointConfig, ServedEntity
 from langchain_servingx.local.engines import Answer, Body, Engine, LlamaModel, build_engine
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.faults import FaultInjector
 from langchain_servingx.local.limits import RateLimiter
 from langchain_servingx.local.schemas import (
@@ -159,7 +160,7 @@ class Route:
         try:
             return self.entities[name]
         except KeyError:
-            raise ServingError(
+            raise EndpointError(
                 404,
                 "RESOURCE_DOES_NOT_EXIST",
                 f"Endpoint {self.config.name!r} has no served model {name!r}; it serves "
@@ -198,7 +199,7 @@ class Route:
                 elif kind == "reset":
                     if drop():
                         raise StreamCut
-                    raise ServingError(
+                    raise EndpointError(
                         502, "INTERNAL_ERROR", "injected reset: this server cannot drop connections"
                     )
                 else:
@@ -217,7 +218,7 @@ class Route:
             try:
                 await ready(entity)
                 answer = await self._call(entity.engine, body)
-            except ServingError as error:
+            except EndpointError as error:
                 entity.stats.errors += 1
                 fallback = entity.fallback if chosen is None else None
                 if fallback is None or not (error.status == 429 or error.status >= 500):
@@ -240,9 +241,9 @@ class Route:
 
     async def _call(self, engine: Engine, body: Body) -> Answer:
         task = self.config.task
-        if task == "llm/v1/chat":
+        if task == contract.CHAT:
             return await engine.chat(parse_request(ChatRequest, body), body)
-        if task == "llm/v1/completions":
+        if task == contract.COMPLETIONS:
             return await engine.completions(parse_request(CompletionRequest, body), body)
         return await engine.embeddings(parse_request(EmbeddingRequest, body), body)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from langchain_servingx.local.config import RateLimits
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.limits import RateLimiter
 
 
@@ -17,8 +17,8 @@ class Clock:
         return self.now
 
 
-def refused(limiter: RateLimiter) -> ServingError:
-    with pytest.raises(ServingError) as caught:
+def refused(limiter: RateLimiter) -> EndpointError:
+    with pytest.raises(EndpointError) as caught:
         limiter.admit()
     return caught.value
 
