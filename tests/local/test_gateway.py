@@ -341,27 +341,19 @@ def test_command_line_faults_are_seeded_logged_and_reported(
         again.stop()
 
 
-def test_bad_fault_specifications_stop_the_server_with_a_clear_message(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_bad_fault_specifications_stop_the_server_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from langchain_servingx.local.__main__ import main
 
-    cli = [sys.executable, "-m", "langchain_servingx.local", "--port", "0"]
-    done = subprocess.run(  # noqa: S603
-        [*cli, "--faults", "429=2"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 2
-    assert "--faults: fault '429=2': probability 2.0 is not between 0 and 1" in done.stderr
+    assert main(["--port", "0", "--faults", "429=2"]) == 2
+    error = capsys.readouterr().err
+    assert "--faults: fault '429=2': probability 2.0 is not between 0 and 1" in error
     config = tmp_path / "bad.toml"
-    config.write_text(
-        "\n".join(
-            ["include_defaults = false", *endpoint("e", "http://127.0.0.1:9", 'faults = "boom=1"')]
-        )
-    )
-    done = subprocess.run(  # noqa: S603
-        [*cli, "--config", str(config)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 2
-    assert "unknown fault 'boom'" in done.stderr
+    bad = endpoint("e", "http://127.0.0.1:9", 'faults = "boom=1"')
+    config.write_text("\n".join(["include_defaults = false", *bad]))
+    assert main(["--port", "0", "--config", str(config)]) == 2
+    assert "unknown fault 'boom'" in capsys.readouterr().err
 
 
 def test_server_errors_are_typed(gateway: LocalEndpoint) -> None:
