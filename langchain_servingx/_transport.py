@@ -383,7 +383,7 @@ class InvocationTransport:
         """POST `body` and return the decoded JSON answer."""
         request = self._build(self.client, task, endpoint, body, served_model)
         response = self._send(request, endpoint, how=_How(task))
-        return _decode(self._read(response, endpoint), response, endpoint)
+        return _served(response, _decode(self._read(response, endpoint), response, endpoint))
 
     async def ainvoke(
         self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
@@ -392,7 +392,8 @@ class InvocationTransport:
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
         response = await self._asend(client, request, endpoint, how=_How(task))
-        return _decode(await self._aread(response, endpoint), response, endpoint)
+        content = await self._aread(response, endpoint)
+        return _served(response, _decode(content, response, endpoint))
 
     def stream(
         self,
@@ -411,6 +412,7 @@ class InvocationTransport:
         request = self._build(self.client, task, endpoint, body, served_model)
         response = self._send(request, endpoint, how=_How(task))
         reader = reader or StreamReader(endpoint)
+        reader.served = response.headers.get("served-model-name")
         try:
             try:
                 for event in _event_source(response, endpoint).iter_sse():
@@ -440,6 +442,7 @@ class InvocationTransport:
         request = self._build(client, task, endpoint, body, served_model)
         response = await self._asend(client, request, endpoint, how=_How(task))
         reader = reader or StreamReader(endpoint)
+        reader.served = response.headers.get("served-model-name")
         try:
             try:
                 async for event in _event_source(response, endpoint).aiter_sse():
@@ -818,6 +821,17 @@ def _decode(body: bytes, response: httpx.Response, endpoint: str | None) -> dict
     return data
 
 
+SERVED_MODEL_KEY = "served_model_name"
+"""Where the `served-model-name` response header lands in the decoded body (or first chunk)."""
+
+
+def _served(response: httpx.Response, data: dict[str, Any]) -> dict[str, Any]:
+    served = response.headers.get("served-model-name")
+    if served:
+        data.setdefault(SERVED_MODEL_KEY, served)
+    return data
+
+
 def _event_source(response: httpx.Response, endpoint: str) -> EventSource:
     content_type = response.headers.get("content-type", "")
     if "text/event-stream" not in content_type:
@@ -841,12 +855,13 @@ class StreamReader:
     `finish_reason`, and `usage` whether any chunk carried usage.
     """
 
-    __slots__ = ("answered", "done", "endpoint", "finished", "rule", "usage")
+    __slots__ = ("answered", "done", "endpoint", "finished", "rule", "served", "usage")
 
     def __init__(self, endpoint: str, rule: StreamRule = CHAT) -> None:
         self.endpoint = endpoint
         self.rule = rule
         self.finished = self.done = self.answered = self.usage = False
+        self.served: str | None = None  # the served-model-name header, set on the response
 
     def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
         data = event.data
@@ -885,6 +900,9 @@ class StreamReader:
             self.finished = True
         if chunk.get("usage"):
             self.usage = True
+        if self.served:  # the first chunk carries the served-model-name header
+            chunk.setdefault(SERVED_MODEL_KEY, self.served)
+            self.served = None
         return chunk
 
     def finish(self) -> None:

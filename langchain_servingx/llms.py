@@ -23,7 +23,6 @@ from langchain_servingx._batching import PROMPT_OFFSET, GroupedBatchMixin
 from langchain_servingx._errors import (
     ServingContextOverflowError,
     ServingError,
-    ServingInvalidRequestError,
     ServingResponseError,
     ServingStreamError,
 )
@@ -31,8 +30,8 @@ from langchain_servingx._replies import order_by_index
 
 __all__ = ["ServingLLM"]
 
-_LIST_REFUSED_STATUSES = frozenset({400, 422})
-"""How an endpoint that takes only a string `prompt` answers a list (422: schema checks)."""
+_NOT_ABOUT_THE_BODY = frozenset({401, 403, 404, 408, 429})
+"""Failures that say nothing about the prompt list (credentials, name, rate): never probed."""
 
 
 class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM):
@@ -40,7 +39,9 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
 
     `generate()` and `batch()` pack up to `prompts_per_request` prompts into one request
     (`"prompt": [...]`). With `n` candidates per prompt, choice `index` i belongs to prompt
-    `i // n` (OpenAI's convention). When an endpoint refuses a list with a 400 or 422, the
+    `i // n` (OpenAI's convention). When a list request fails in a way that could be about
+    the list (any 4xx or 5xx but 401, 403, 404, 408, 429 and a context overflow: servers
+    answer lists with 400, 422, or, like llama.cpp's, a 500 with an empty message), the
     list's prompts are sent one at a time; if every one of them goes through, the list itself
     was the cause, and this instance sends that endpoint single prompts from then on (until
     its connection settings change). A prompt that fails alone too raises. Results always come
@@ -128,7 +129,7 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
                     call.body(group),
                     served_model=self.served_model,
                 )
-            except ServingInvalidRequestError as error:
+            except ServingError as error:
                 if not call.fall_back(group, error):
                     raise
                 continue
@@ -154,7 +155,7 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
                     call.body(group),
                     served_model=self.served_model,
                 )
-            except ServingInvalidRequestError as error:
+            except ServingError as error:
                 if not call.fall_back(group, error):
                     raise
                 continue
@@ -302,7 +303,9 @@ class _CompletionCall:
         """After `error`, whether to retry `group` one prompt at a time (queued first)."""
         if (
             len(group.prompts) == 1
-            or error.status_code not in _LIST_REFUSED_STATUSES
+            or error.status_code is None
+            or error.status_code < 400
+            or error.status_code in _NOT_ABOUT_THE_BODY
             or isinstance(error, ServingContextOverflowError)
         ):
             return False

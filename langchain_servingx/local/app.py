@@ -4,11 +4,19 @@ Routes (all but ``/health`` and ``/ready`` need the bearer token when one is set
 
 - ``POST /serving-endpoints/{name}/invocations`` and
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations``: native calls;
-- ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``,
-  ``/responses``: the OpenAI-compatible base, endpoint name in the body's ``model``;
-- ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API;
-- ``GET /health`` (alive, with per-endpoint readiness) and ``GET /ready`` (503 until every
-  endpoint has finished loading).
+- ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``: the
+  OpenAI-compatible base, endpoint name in the body's ``model``;
+- ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API, served entities and
+  traffic split included; ``GET /serving-endpoints/models[/{name}]``: the same endpoints
+  as OpenAI model objects;
+- ``GET /.well-known/databricks-config``: host metadata for the Databricks SDK;
+- ``GET /health`` (alive, with per-endpoint readiness, usage per served entity, rate
+  limits and injected faults) and ``GET /ready`` (503 until every endpoint has finished
+  loading).
+
+Requests go through the endpoint's :class:`~langchain_servingx.local.routing.Route`
+(limits, faults, traffic split, fallbacks); the answer's ``served-model-name`` header
+names the served entity that answered.
 
 Models load in the background once the server listens, small ones first, so the server
 answers at once and reports readiness truthfully; a request for an endpoint still
@@ -23,6 +31,8 @@ import binascii
 import json
 import logging
 import secrets
+import socket
+import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -35,16 +45,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langchain_servingx import contract
 from langchain_servingx.contract import Task
-from langchain_servingx.local.agents import AgentEngine
 from langchain_servingx.local.config import EndpointConfig
-from langchain_servingx.local.engines import Answer, Engine, build_engines
+from langchain_servingx.local.engines import Engine
 from langchain_servingx.local.errors import EndpointError
-from langchain_servingx.local.schemas import (
-    ChatRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    parse_request,
-)
+from langchain_servingx.local.routing import Entity, Route, StreamCut, build_routes
 
 __all__ = ["Registry", "create_app"]
 
@@ -54,6 +58,8 @@ log = logging.getLogger("langchain_servingx.local")
 KEEPALIVE_SECONDS = 10.0
 # How long a request waits for its endpoint to finish loading.
 LOAD_WAIT_SECONDS = 300.0
+# The workspace id the host metadata reports (one local workspace).
+WORKSPACE_ID = "1"
 
 _TASK_OF_KEY: dict[str, Task] = {
     "messages": contract.CHAT,
@@ -63,109 +69,146 @@ _TASK_OF_KEY: dict[str, Task] = {
 
 
 class Registry:
-    """The endpoints, their engines and their loading state."""
+    """The endpoints (routes over their served entities) and their loading state."""
 
-    def __init__(self, configs: list[EndpointConfig]) -> None:
-        self.engines: dict[str, Engine] = build_engines(configs)
-        self._settled = {name: asyncio.Event() for name in self.engines}
+    def __init__(
+        self,
+        configs: list[EndpointConfig],
+        faults: str | None = None,
+        fault_seed: int | None = None,
+    ) -> None:
+        self.routes: dict[str, Route] = build_routes(configs, faults, fault_seed)
         self._loader: asyncio.Task[None] | None = None
         self.created_ms = int(time.time() * 1000)
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """Every engine, as ``endpoint`` (one entity) or ``endpoint/entity`` (several)."""
+        out: dict[str, Engine] = {}
+        for name, route in self.routes.items():
+            for entity in route.entities.values():
+                key = name if len(route.entities) == 1 else f"{name}/{entity.name}"
+                out[key] = entity.engine
+        return out
 
     def start_loading(self) -> None:
         """Load every model in the background; llama.cpp first (fast), torch last (slow)."""
 
         async def load_all() -> None:
-            order = sorted(
-                self.engines.values(), key=lambda e: e.config.task == contract.EMBEDDINGS
-            )
-            for engine in order:
+            entities = [
+                (route.config, entity)
+                for route in self.routes.values()
+                for entity in route.entities.values()
+            ]
+            entities.sort(key=lambda item: item[0].task == contract.EMBEDDINGS)
+            for config, entity in entities:
+                engine = entity.engine
                 if engine.error is None:
                     started = time.monotonic()
                     try:
                         await asyncio.to_thread(engine.load)
                         log.info(
-                            "%s ready in %.1fs", engine.config.name, time.monotonic() - started
+                            "%s (%s) ready in %.1fs",
+                            config.name,
+                            entity.name,
+                            time.monotonic() - started,
                         )
                     except Exception as error:
                         engine.error = f"{type(error).__name__}: {error}"
-                        log.error("%s failed to load: %s", engine.config.name, engine.error)
-                self._settled[engine.config.name].set()
+                        log.error(
+                            "%s (%s) failed to load: %s", config.name, entity.name, engine.error
+                        )
+                entity.settled.set()
 
         self._loader = asyncio.create_task(load_all())
 
     @property
     def loaded(self) -> bool:
         """Whether every endpoint has finished loading (successfully or not)."""
-        return all(event.is_set() for event in self._settled.values())
+        return all(route.settled for route in self.routes.values())
 
     def state(self, name: str) -> str:
-        """``READY`` or ``NOT_READY``."""
-        engine = self.engines[name]
-        ok = self._settled[name].is_set() and engine.error is None
-        if ok and isinstance(engine, AgentEngine) and engine.config.agent is not None:
-            return self.state(engine.config.agent.model)  # ready when its model is
-        return "READY" if ok else "NOT_READY"
+        """``READY`` or ``NOT_READY``; an agent is ready when the model it drives is."""
+        route = self.route(name)
+        if route.ready and (model := _agent_model(route)) is not None:
+            return self.state(model)
+        return "READY" if route.ready else "NOT_READY"
 
-    def engine(self, name: str) -> Engine:
-        """The engine of ``name`` or a 404."""
+    def route(self, name: str) -> Route:
+        """The endpoint ``name`` or a 404."""
         try:
-            return self.engines[name]
+            return self.routes[name]
         except KeyError:
             raise EndpointError(
                 404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint {name!r} does not exist."
             ) from None
 
-    async def ready_engine(self, name: str) -> Engine:
-        """The engine of ``name`` once loaded; 503 if it could not be loaded."""
-        engine = self.engine(name)
+    async def wait_ready(self, route: Route, entity: Entity) -> None:
+        """Wait until ``entity`` (and any model an agent drives) is loaded; 503 if it fails."""
         try:
-            await asyncio.wait_for(self._settled[name].wait(), LOAD_WAIT_SECONDS)
+            await asyncio.wait_for(entity.settled.wait(), LOAD_WAIT_SECONDS)
         except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
             raise EndpointError(
-                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is still loading."
+                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {route.config.name!r} is still loading."
             ) from None
-        if engine.error is not None:
+        if entity.engine.error is not None:
             raise EndpointError(
-                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is not ready: {engine.error}"
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                f"Endpoint {route.config.name!r} is not ready: {entity.engine.error}",
             )
-        if isinstance(engine, AgentEngine) and engine.config.agent is not None:
-            await self.ready_engine(engine.config.agent.model)  # the model it drives
-        return engine
+        if (model := _agent_model(route)) is not None:
+            target = self.route(model)
+            for driven in target.entities.values():
+                await self.wait_ready(target, driven)
 
     def describe(self, name: str) -> dict[str, Any]:
         """The endpoint object of the listing API."""
-        engine = self.engine(name)
-        config = engine.config
-        state = self.state(name)
-        if state == "READY":
+        route = self.route(name)
+        config = route.config
+        if route.ready:
             update = "NOT_UPDATING"
         else:
-            update = "UPDATE_FAILED" if engine.error else "IN_PROGRESS"
-        served: dict[str, Any] = {"name": config.served_model_name}
-        if config.agent is not None:
-            served["entity_name"] = "servingx.local.agents"
-            served["agent_model"] = config.agent.model
-        elif config.external is not None:
-            served["external_model"] = {
-                "provider": config.external.provider,
-                "name": config.external.model,
-                "task": config.task,
-            }
-        else:
-            served["foundation_model"] = {"name": config.served_model_name}
+            update = "UPDATE_FAILED" if route.error else "IN_PROGRESS"
+        served: list[dict[str, Any]] = []
+        for entity in route.entities.values():
+            backend = entity.spec.external
+            entity_name = backend.model if backend is not None else entity.name
+            item: dict[str, Any] = {"name": entity.name, "entity_name": entity_name}
+            if entity.spec.agent is not None:
+                item["entity_name"] = "servingx.local.agents"
+                item["agent_model"] = entity.spec.agent.model
+            elif backend is not None:
+                item["external_model"] = {
+                    "provider": backend.provider,
+                    "name": backend.model,
+                    "task": config.task,
+                }
+            else:
+                item["foundation_model"] = {"name": entity.name}
+            if entity.fallback is not None:
+                item["fallback"] = entity.fallback
+            served.append(item)
+        routes = [
+            {"served_model_name": e.name, "traffic_percentage": e.percentage}
+            for e in route.entities.values()
+        ]
         capabilities = {"function_calling": True} if config.task == contract.CHAT else {}
-        return {
+        described: dict[str, Any] = {
             "name": name,
             "id": name,
             "creator": "servingx-local",
             "creation_timestamp": self.created_ms,
             "last_updated_timestamp": self.created_ms,
-            "state": {"ready": state, "config_update": update},
+            "state": {"ready": self.state(name), "config_update": update},
             "task": config.task,
             "endpoint_type": config.endpoint_type,
             "capabilities": capabilities,
-            "config": {"served_entities": [served]},
+            "config": {"served_entities": served, "traffic_config": {"routes": routes}},
         }
+        if config.rate_limits is not None:
+            described["rate_limits"] = config.rate_limits.model_dump(exclude_none=True)
+        return described
 
     async def aclose(self) -> None:
         """Stop loading and release every engine."""
@@ -173,6 +216,12 @@ class Registry:
             self._loader.cancel()
         for engine in self.engines.values():
             await engine.aclose()
+
+
+def _agent_model(route: Route) -> str | None:
+    """The endpoint whose chat model ``route``'s agent drives, if it is an agent."""
+    agent = route.config.agent
+    return agent.model if agent is not None else None
 
 
 def _authorizer(token: str | None) -> Callable[[Request], Awaitable[None]]:
@@ -254,6 +303,8 @@ async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[by
             except StopAsyncIteration:
                 break
             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    except StreamCut:  # the cut-stream fault: the connection is gone, no [DONE]
+        return
     except EndpointError as error:
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
         return
@@ -273,21 +324,43 @@ async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[by
     yield b"data: [DONE]\n\n"
 
 
-async def _answer(engine: Engine, body: dict[str, Any]) -> Response:
-    """Validate the body for the endpoint's task, run it, and shape the HTTP response."""
-    task = engine.config.task
-    headers = {"served-model-name": engine.config.served_model_name}
-    answer: Answer
-    if isinstance(engine, AgentEngine):
-        answer = await (
-            engine.responses(body) if task == contract.AGENT_RESPONSES else engine.chat_agent(body)
-        )
-    elif task == contract.CHAT:
-        answer = await engine.chat(parse_request(ChatRequest, body), body)
-    elif task == contract.COMPLETIONS:
-        answer = await engine.completions(parse_request(CompletionRequest, body), body)
-    else:
-        answer = await engine.embeddings(parse_request(EmbeddingRequest, body), body)
+def _dropper(request: Request) -> Callable[[], bool]:
+    """A function closing the client's connection at once (``reset``, ``cut-stream``).
+
+    Under uvicorn, the ASGI ``receive`` is a method of the request cycle, which holds the
+    connection's transport; the socket is set to linger 0 so the client sees a reset,
+    not an orderly close. Elsewhere nothing can be dropped and the function says so.
+    """
+
+    def drop() -> bool:
+        transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        return True
+
+    return drop
+
+
+async def _answer(
+    registry: Registry, route: Route, request: Request, served: str | None
+) -> Response:
+    """Validate the body for the endpoint's task, route it, and shape the HTTP response."""
+    body = await _json_body(request)
+    _check_task(route.config, body, None)
+
+    async def ready(entity: Entity) -> None:
+        await registry.wait_ready(route, entity)
+
+    try:
+        name, answer = await route.answer(body, served, ready, _dropper(request))
+    except StreamCut:  # the reset fault dropped the connection: nothing can be sent
+        return Response(status_code=204)
+    headers = {"served-model-name": name}
     if isinstance(answer, dict):
         return JSONResponse(answer, headers=headers)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -298,9 +371,19 @@ def _error_response(error: EndpointError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
-    """The FastAPI app serving ``configs``; ``token=None`` turns authentication off."""
-    registry = Registry(configs)
+def create_app(
+    configs: list[EndpointConfig],
+    token: str | None,
+    *,
+    faults: str | None = None,
+    fault_seed: int | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``configs``; ``token=None`` turns authentication off.
+
+    ``faults`` and ``fault_seed`` (the command line's ``--faults`` and ``--fault-seed``)
+    inject faults into every endpoint without faults of its own.
+    """
+    registry = Registry(configs, faults, fault_seed)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -344,9 +427,13 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, with each endpoint's readiness; cheap and unauthenticated."""
-        states = {name: registry.state(name) for name in registry.engines}
-        return {"status": "ok", "ready": registry.loaded, "endpoints": states}
+        """Liveness and readiness; per endpoint: entity usage, rate limits, faults.
+
+        Cheap and unauthenticated.
+        """
+        states = {name: registry.state(name) for name in registry.routes}
+        reports = {name: route.report() for name, route in registry.routes.items()}
+        return {"status": "ok", "ready": registry.loaded, "endpoints": states, "usage": reports}
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
@@ -354,23 +441,45 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         body = {"ready": registry.loaded}
         return JSONResponse(body, status_code=200 if registry.loaded else 503)
 
+    @app.get("/.well-known/databricks-config")
+    async def databricks_config(request: Request) -> dict[str, Any]:
+        """Host metadata, which the Databricks SDK (and so MLflow) asks for on start."""
+        base = str(request.base_url).rstrip("/")
+        return {"oidc_endpoint": f"{base}/oidc", "workspace_id": WORKSPACE_ID}
+
     @app.get("/api/2.0/serving-endpoints", dependencies=auth)
     async def list_endpoints() -> dict[str, Any]:
         """Every endpoint, as the listing API describes them."""
-        return {"endpoints": [registry.describe(name) for name in registry.engines]}
+        return {"endpoints": [registry.describe(name) for name in registry.routes]}
 
     @app.get("/api/2.0/serving-endpoints/{name}", dependencies=auth)
     async def get_endpoint(name: str) -> dict[str, Any]:
         """One endpoint."""
         return registry.describe(name)
 
+    def model_object(name: str) -> dict[str, Any]:
+        registry.route(name)  # 404 for an unknown name
+        created = registry.created_ms // 1000
+        return {"id": name, "object": "model", "created": created, "owned_by": "servingx-local"}
+
+    @app.get("/serving-endpoints/models", dependencies=auth)
+    async def list_models() -> dict[str, Any]:
+        """The endpoints as OpenAI model objects (the OpenAI SDK's ``models.list()``)."""
+        return {"object": "list", "data": [model_object(name) for name in registry.routes]}
+
+    @app.get("/serving-endpoints/models/{name}", dependencies=auth)
+    async def get_model(name: str) -> dict[str, Any]:
+        """One endpoint as an OpenAI model object (``models.retrieve(name)``)."""
+        return model_object(name)
+
     async def openai_route(request: Request, task: Task) -> Response:
         body = await _json_body(request)
         name = body.get("model")
         if not isinstance(name, str) or not name:
             raise EndpointError(400, "BAD_REQUEST", "model: the endpoint name is required.")
-        _check_task(registry.engine(name).config, body, task)
-        return await _answer(await registry.ready_engine(name), body)
+        route = registry.route(name)
+        _check_task(route.config, body, task)
+        return await _answer(registry, route, request, None)
 
     @app.post("/serving-endpoints/chat/completions", dependencies=auth)
     async def chat_completions(request: Request) -> Response:
@@ -394,25 +503,14 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
 
     @app.post("/serving-endpoints/{name}/invocations", dependencies=auth)
     async def invocations(name: str, request: Request) -> Response:
-        """The native call: the endpoint's task decides how the body is read."""
-        engine = registry.engine(name)
-        body = await _json_body(request)
-        _check_task(engine.config, body, None)
-        return await _answer(await registry.ready_engine(name), body)
+        """The native call: split by traffic over the endpoint's served entities."""
+        return await _answer(registry, registry.route(name), request, None)
 
     @app.post("/serving-endpoints/{name}/served-models/{served}/invocations", dependencies=auth)
     async def served_model_invocations(name: str, served: str, request: Request) -> Response:
-        """A call to one served model behind the endpoint (each endpoint has one)."""
-        engine = registry.engine(name)
-        if served != engine.config.served_model_name:
-            raise EndpointError(
-                404,
-                "RESOURCE_DOES_NOT_EXIST",
-                f"Endpoint {name!r} has no served model {served!r}; it serves "
-                f"{engine.config.served_model_name!r}.",
-            )
-        body = await _json_body(request)
-        _check_task(engine.config, body, None)
-        return await _answer(await registry.ready_engine(name), body)
+        """A call to one served entity behind the endpoint (no split, no fallback)."""
+        route = registry.route(name)
+        route.entity(served)  # 404 before the body is read
+        return await _answer(registry, route, request, served)
 
     return app

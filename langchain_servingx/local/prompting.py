@@ -96,10 +96,13 @@ class ToolPlan:
     message is allowed instead of a call.
     """
 
-    def __init__(self, offered: list[Tool], choices: list[Tool], may_answer: bool) -> None:
+    def __init__(
+        self, offered: list[Tool], choices: list[Tool], may_answer: bool, parallel: bool = False
+    ) -> None:
         self.offered = offered
         self.choices = choices
         self.may_answer = may_answer
+        self.parallel = parallel  # several calls in one answer (parallel_tool_calls: true)
 
     @property
     def active(self) -> bool:
@@ -123,7 +126,8 @@ def tool_plan(request: ChatRequest) -> ToolPlan:
     if isinstance(choice, NamedToolChoice):
         named = [t for t in tools if t.function.name == choice.function.name]
         return ToolPlan(tools, named, may_answer=False)
-    return ToolPlan(tools, tools, may_answer=choice == "auto")
+    parallel = request.parallel_tool_calls is True
+    return ToolPlan(tools, tools, may_answer=choice == "auto", parallel=parallel)
 
 
 def _tool_instructions(plan: ToolPlan) -> str:
@@ -138,6 +142,10 @@ def _tool_instructions(plan: ToolPlan) -> str:
         "functions.<name>:",
         '{"argument": "value"}',
     ]
+    if plan.parallel:
+        lines += [
+            "To call several functions, write each call on its own lines, one after the other."
+        ]
     if plan.may_answer:
         lines += ["To answer the user directly instead, begin your reply with:", "message:"]
     return "\n".join(lines)

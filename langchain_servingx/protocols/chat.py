@@ -18,6 +18,7 @@ from langchain_servingx._messages import (
     messages_to_wire,
     usage_from_wire,
 )
+from langchain_servingx._transport import SERVED_MODEL_KEY
 from langchain_servingx.protocols.base import StreamAssembly, WireProtocol
 from langchain_servingx.protocols.streams import CHAT
 
@@ -75,6 +76,8 @@ class ChatProtocol(WireProtocol):
                     metadata["logprobs"] = choice["logprobs"]
                 if response.get("custom_outputs") is not None:
                     metadata["custom_outputs"] = response["custom_outputs"]
+                if response.get(SERVED_MODEL_KEY):
+                    metadata[SERVED_MODEL_KEY] = response[SERVED_MODEL_KEY]
                 message = message_from_wire(
                     choice["message"], metadata, usage, f"choices[{i}].message"
                 )
