@@ -1,12 +1,14 @@
 """The ASGI application: serving-endpoint routes over the engines.
 
-Routes (all but ``/health`` and ``/ready`` need the bearer token when one is set):
+Routes (all but ``/health``, ``/ready`` and the playground page need the token when one is
+set: the bearer header, or the playground's session cookie, see ``auth``):
 
 - ``POST /serving-endpoints/{name}/invocations`` and
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations``: native calls;
 - ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``: the
   OpenAI-compatible base, endpoint name in the body's ``model``;
 - ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API;
+- ``GET /``: the playground page (``playground``);
 - ``GET /health`` (alive, with per-endpoint readiness) and ``GET /ready`` (503 until every
   endpoint has finished loading).
 
@@ -18,13 +20,10 @@ loading waits for it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -33,9 +32,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from langchain_servingx.local.auth import Authorizer
 from langchain_servingx.local.config import EndpointConfig, Task
 from langchain_servingx.local.engines import Answer, Engine, build_engines
 from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.playground import install_playground
 from langchain_servingx.local.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -164,29 +165,6 @@ class Registry:
             await engine.aclose()
 
 
-def _authorizer(token: str | None) -> Callable[[Request], Awaitable[None]]:
-    """A dependency checking ``Authorization: Bearer <token>`` (or Basic ``token:<token>``)."""
-
-    async def authorize(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                credential = base64.b64decode(credential).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
-                credential = ""
-        elif scheme.lower() != "bearer":
-            credential = ""
-        if not credential:
-            raise ServingError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
-        if not secrets.compare_digest(credential.strip().encode(), token.encode()):
-            raise ServingError(401, "UNAUTHENTICATED", "Invalid access token.")
-
-    return authorize
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
@@ -288,7 +266,9 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         redoc_url=None,
     )
     app.state.registry = registry
-    auth = [Depends(_authorizer(token))]
+    authorizer = Authorizer(token)
+    auth = [Depends(authorizer.dependency())]
+    install_playground(app, authorizer)
 
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, error: ServingError) -> JSONResponse:

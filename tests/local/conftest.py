@@ -3,7 +3,8 @@
 Every test here is marked ``local``. They run with ``make test-local`` (``pytest -m local
 tests/local``) and are skipped, with the reason, in a plain ``make test``: when the
 ``local`` extra is not installed, or when not selected with ``-m local`` (they load real
-models and take a minute or two). One endpoint is started per session, in a child process
+models and take a minute or two). Tests marked ``offline`` need only the web stack and
+run in ``make test``. One endpoint is started per session, in a child process
 on a free port, with an endpoint file adding proxy endpoints in front of a fake
 OpenAI-compatible server on 127.0.0.1.
 """
@@ -37,9 +38,10 @@ MISSING = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    selected = "local" in (config.getoption("markexpr") or "")
+    markexpr = config.getoption("markexpr") or ""
+    selected = "local" in markexpr or "ui" in markexpr
     for item in items:
-        if HERE not in Path(str(item.path)).parents:
+        if HERE not in Path(str(item.path)).parents or item.get_closest_marker("offline"):
             continue
         item.add_marker(pytest.mark.local)
         if MISSING:
