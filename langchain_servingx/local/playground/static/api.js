@@ -104,7 +104,8 @@ export async function* streamEvents(path, body, signal) {
         }
         const chunk = JSON.parse(data);
         if (chunk.error_code && !chunk.choices) {
-          throw new ServingError(response.status, chunk.error_code, chunk.message || "");
+          // An error told in the stream, after a 200: the status says nothing.
+          throw new ServingError(0, chunk.error_code, chunk.message || "");
         }
         yield chunk;
       }

@@ -46,8 +46,10 @@ const page = {
 
   showError(error) {
     const banner = $("#error-banner");
-    banner.querySelector(".error-text").textContent = String(error);
-    $("#login-form").hidden = error?.status !== 401;
+    const signIn = error?.status === 401;
+    const hint = signIn ? "\nOpen the address servingx-local printed (/?token=...), or paste its token:" : "";
+    banner.querySelector(".error-text").textContent = String(error) + hint;
+    $("#login-form").hidden = !signIn;
     banner.hidden = false;
   },
 
