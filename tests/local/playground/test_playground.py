@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import http.server
 import itertools
 import json
 import os
@@ -10,7 +11,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,8 @@ def watch_text(reply: Any) -> list[str]:
 def test_the_banner_address_signs_in_and_leaves_the_address_bar(
     page: Any, context: Any, local_endpoint: LocalEndpoint
 ) -> None:
+    banner = f"servingx-local: playground {local_endpoint.host}/?token={LOCAL_TOKEN}"
+    assert banner in local_endpoint.log()
     assert page.url == f"{local_endpoint.host}/"
     port = int(local_endpoint.host.rsplit(":", 1)[1])
     (cookie,) = [c for c in context.cookies() if c["name"] == cookie_name(port)]
@@ -337,18 +342,37 @@ def test_a_wrong_token_is_refused_and_the_token_form_signs_in(
     assert page.locator('#endpoint-list li[data-endpoint="local-chat"]').count() == 1
 
 
+@pytest.fixture
+def other_site() -> Iterator[str]:
+    """Another web page on 127.0.0.1 (another port): the same site to the browser."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<h1>another page</h1>")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
 def test_a_cross_origin_post_with_the_cookie_is_refused(
-    page: Any, context: Any, local_endpoint: LocalEndpoint
+    page: Any, context: Any, local_endpoint: LocalEndpoint, other_site: str
 ) -> None:
-    # Another page on the same host, another port: the same site, so the browser sends
-    # the SameSite=Strict cookie; only the Origin check stops it.
-    evil = "http://127.0.0.1:9/evil.html"
-    context.route(
-        evil, lambda route: route.fulfill(body="<h1>elsewhere</h1>", content_type="text/html")
-    )
+    # Ports do not separate sites, so the browser sends the SameSite=Strict cookie along
+    # with the other page's POST; only the Origin check stops it. (Without the cookie the
+    # answer would be 401, not 403.)
     target = f"{local_endpoint.host}/serving-endpoints/local-chat/invocations"
     other = context.new_page()
-    other.goto(evil)
+    other.goto(other_site)
     with other.expect_response(target) as answer:
         other.evaluate(
             """target => fetch(target, {
@@ -358,7 +382,24 @@ def test_a_cross_origin_post_with_the_cookie_is_refused(
                }).catch(() => {})""",
             target,
         )
-    response = answer.value
-    assert "servingx-session" in (response.request.all_headers().get("cookie") or "")
-    assert response.status == 403
-    assert response.json()["error_code"] == "PERMISSION_DENIED"
+    assert answer.value.status == 403
+    # A plain form post, the oldest trick, is refused the same way (and its answer readable).
+    with other.expect_navigation():
+        other.evaluate(
+            """target => {
+                 const form = document.createElement("form");
+                 form.method = "post";
+                 form.action = target;
+                 form.enctype = "text/plain";
+                 const field = document.createElement("input");
+                 field.name = '{"messages": [{"role": "user", "content": "hi"}], "x": "';
+                 field.value = '"}';
+                 form.append(field);
+                 document.body.append(form);
+                 form.submit();
+               }""",
+            target,
+        )
+    body = json.loads(other.locator("body").inner_text())
+    assert body["error_code"] == "PERMISSION_DENIED"
+    assert f"must come from {local_endpoint.host}" in body["message"]
