@@ -243,11 +243,12 @@ def test_query_show_example_and_send_return_200_json(
     page.get_by_test_id("show-example").click()
     json.loads(page.get_by_test_id("query-json").input_value())
     page.get_by_test_id("query-send").click()
-    page.wait_for_selector("#query-meta[data-status]", timeout=TIMEOUT_MS)
-    meta = page.locator("#query-meta")
+    answer = page.get_by_test_id("query-response")
+    answer.locator(".meta[data-status]").wait_for(timeout=TIMEOUT_MS)
+    meta = answer.locator(".meta")
     assert meta.get_attribute("data-status") == "200"
     assert re.search(r"HTTP 200 · \d+ ms · served-model-name: \S+", meta.text_content())
-    body = json.loads(page.locator("#query-body").text_content())
+    body = json.loads(answer.locator("pre").text_content())
     assert body[key]
     if endpoint == "local-chat":
         page.screenshot(path=str(screenshots / "query.png"))
