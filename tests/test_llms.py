@@ -16,6 +16,7 @@ from langchain_servingx import (
     ServingNotFoundError,
     ServingRateLimitError,
     ServingResponseError,
+    ServingServerError,
     ServingStreamError,
 )
 from tests.conftest import TEST_TOKEN
@@ -206,22 +207,73 @@ def test_list_refusal_falls_back_and_is_remembered(serving_env: ServingTestServe
     llm = _llm(prompts_per_request=2)
     prompts = ["a", "b", "c", "d", "e"]
     assert llm.batch(prompts) == [f"re:{p}" for p in prompts]
-    sent = [r.json["prompt"] for r in serving_env.requests]
+    sent = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
     # One refused list, then every prompt alone (the later list is never tried).
     assert sent == [["a", "b"], "a", "b", "c", "d", "e"]
     serving_env.requests.clear()
     assert llm.batch(["x", "y"]) == ["re:x", "re:y"]
-    assert [r.json["prompt"] for r in serving_env.requests] == ["x", "y"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["x", "y"]
+
+
+def test_a_500_with_an_empty_message_teaches_the_fallback_too(
+    serving_env: ServingTestServer,
+) -> None:
+    # llama.cpp's own server asserts on a list prompt and answers 500 with no message.
+    def handler(request: RecordedRequest) -> Reply:
+        if isinstance(request.json["prompt"], list):
+            return Reply.json({"error_code": "INTERNAL_ERROR", "message": ""}, 500)
+        return _echo()(request)
+
+    serving_env.handle(PATH, handler)
+    llm = _llm()
+    assert llm.batch(["a", "b"]) == ["re:a", "re:b"]
+    assert llm.batch(["c", "d"]) == ["re:c", "re:d"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [
+        ["a", "b"],
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(401, ServingAuthenticationError), (404, ServingNotFoundError), (429, ServingRateLimitError)],
+)
+def test_failures_that_are_not_about_the_body_are_not_probed(
+    serving_env: ServingTestServer, status: int, error: type[Exception]
+) -> None:
+    serving_env.reply(PATH, Reply.json({"error_code": "X", "message": "no"}, status))
+    with pytest.raises(error):
+        _llm().batch(["a", "b"])
+    assert len(serving_env.requests_to(PATH)) == 1
+
+
+def test_a_500_on_the_single_prompt_too_is_raised_and_not_remembered(
+    serving_env: ServingTestServer,
+) -> None:
+    failure = Reply.json({"error_code": "INTERNAL_ERROR", "message": "model crashed"}, 500)
+    serving_env.reply(PATH, failure, failure, Reply.json(completion_response(["1", "2"])))
+    llm = _llm()
+    with pytest.raises(ServingServerError, match="model crashed"):
+        llm.batch(["a", "b"])
+    assert llm.batch(["a", "b"]) == ["1", "2"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [
+        ["a", "b"],
+        "a",
+        ["a", "b"],
+    ]
 
 
 async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> None:
     serving_env.handle(PATH, _echo(refuse_lists=True))
     llm = _llm()
     assert await llm.abatch(["a", "b"]) == ["re:a", "re:b"]
-    assert [r.json["prompt"] for r in serving_env.requests] == [["a", "b"], "a", "b"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a", "b"]
     serving_env.requests.clear()
     await llm.abatch(["c", "d"])
-    assert [r.json["prompt"] for r in serving_env.requests] == ["c", "d"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["c", "d"]
 
 
 def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
@@ -236,9 +288,9 @@ def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
     llm = _llm()
     with pytest.raises(ServingInvalidRequestError, match="bad temperature"):
         llm.batch(["a", "b"])
-    assert [r.json["prompt"] for r in serving_env.requests] == [["a", "b"], "a"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a"]
     assert llm.batch(["a", "b"]) == ["1", "2"]
-    assert serving_env.requests[-1].json["prompt"] == ["a", "b"]
+    assert serving_env.requests_to(PATH)[-1].json["prompt"] == ["a", "b"]
 
 
 def test_context_overflow_is_not_a_list_refusal(serving_env: ServingTestServer) -> None:
@@ -343,7 +395,7 @@ def test_streaming_model_still_packs_batches(serving_env: ServingTestServer) -> 
 
 
 def test_stream_refuses_several_candidates(serving_env: ServingTestServer) -> None:
-    with pytest.raises(ValueError, match="n=1"):
+    with pytest.raises(ValueError, match="n=2 needs invoke"):
         list(_llm(n=2).stream("Hi"))
     assert serving_env.requests == []
 

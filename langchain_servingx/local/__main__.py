@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         "removed on exit",
     )
     parser.add_argument(
+        "--faults",
+        help="inject faults into every endpoint without faults of its own, e.g. "
+        '"429=0.2,503=0.05,reset=0.02,cut-stream=0.02,slow=0.1:2s"',
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=0, help="seed of the fault generator (default 0)"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -79,7 +87,7 @@ async def _serve(args: argparse.Namespace, sock: socket.socket, token: str | Non
     from langchain_servingx.local.config import load_config
 
     configs = load_config(args.config).resolved()
-    app = create_app(configs, token)
+    app = create_app(configs, token, faults=args.faults, fault_seed=args.fault_seed)
     registry: Registry = app.state.registry
     host = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(
@@ -93,6 +101,12 @@ async def _serve(args: argparse.Namespace, sock: socket.socket, token: str | Non
         )
     )
     _say("servingx-local: serving " + ", ".join(f"{c.name} ({c.task})" for c in configs))
+    for name, route in registry.routes.items():
+        if route.faults is not None:
+            _say(
+                f"servingx-local: {name}: injecting faults {route.faults.spec!r} "
+                f"(seed {route.faults.seed})"
+            )
     _say(f"export DATABRICKS_HOST={host}")
     _say(f"export DATABRICKS_TOKEN={token or NO_AUTH_TOKEN}")
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -119,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="servingx-local: %(message)s")
     logging.getLogger("langchain_servingx.local").setLevel(args.log_level.upper())
     from langchain_servingx.local.config import ConfigError, load_config
+    from langchain_servingx.local.faults import parse_faults
 
     try:
         load_config(args.config)  # fail fast, before binding, on a bad file
-    except ConfigError as error:
-        sys.stderr.write(f"servingx-local: {error}\n")
+        if args.faults:
+            parse_faults(args.faults)
+    except (ConfigError, ValueError) as error:
+        where = "--faults: " if isinstance(error, ValueError) else ""
+        sys.stderr.write(f"servingx-local: {where}{error}\n")
         return 2
     token = None if args.no_auth else (args.token or "dapi-local-" + secrets.token_hex(16))
     try:

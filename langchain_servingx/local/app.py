@@ -7,10 +7,18 @@ set: the bearer header, or the playground's session cookie, see ``auth``):
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations``: native calls;
 - ``POST /serving-endpoints/chat/completions``, ``/completions``, ``/embeddings``: the
   OpenAI-compatible base, endpoint name in the body's ``model``;
-- ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API;
+- ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API, served entities and
+  traffic split included; ``GET /serving-endpoints/models[/{name}]``: the same endpoints
+  as OpenAI model objects;
 - ``GET /``: the playground page (``playground``);
-- ``GET /health`` (alive, with per-endpoint readiness) and ``GET /ready`` (503 until every
-  endpoint has finished loading).
+- ``GET /.well-known/databricks-config``: host metadata for the Databricks SDK;
+- ``GET /health`` (alive, with per-endpoint readiness, usage per served entity, rate
+  limits and injected faults) and ``GET /ready`` (503 until every endpoint has finished
+  loading).
+
+Requests go through the endpoint's :class:`~langchain_servingx.local.routing.Route`
+(limits, faults, traffic split, fallbacks); the answer's ``served-model-name`` header
+names the served entity that answered.
 
 Models load in the background once the server listens, small ones first, so the server
 answers at once and reports readiness truthfully; a request for an endpoint still
@@ -22,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -32,17 +42,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from langchain_servingx import contract
+from langchain_servingx.contract import Task
 from langchain_servingx.local.auth import Authorizer
-from langchain_servingx.local.config import EndpointConfig, Task
-from langchain_servingx.local.engines import Answer, Engine, build_engines
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.config import EndpointConfig
+from langchain_servingx.local.engines import Engine
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.playground import install_playground
-from langchain_servingx.local.schemas import (
-    ChatRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    parse_request,
-)
+from langchain_servingx.local.routing import Entity, Route, StreamCut, build_routes
 
 __all__ = ["Registry", "create_app"]
 
@@ -52,110 +59,148 @@ log = logging.getLogger("langchain_servingx.local")
 KEEPALIVE_SECONDS = 10.0
 # How long a request waits for its endpoint to finish loading.
 LOAD_WAIT_SECONDS = 300.0
+# The workspace id the host metadata reports (one local workspace).
+WORKSPACE_ID = "1"
 
 _TASK_OF_KEY: dict[str, Task] = {
-    "messages": "llm/v1/chat",
-    "prompt": "llm/v1/completions",
-    "input": "llm/v1/embeddings",
+    "messages": contract.CHAT,
+    "prompt": contract.COMPLETIONS,
+    "input": contract.EMBEDDINGS,
 }
 
 
 class Registry:
-    """The endpoints, their engines and their loading state."""
+    """The endpoints (routes over their served entities) and their loading state."""
 
-    def __init__(self, configs: list[EndpointConfig]) -> None:
-        self.engines: dict[str, Engine] = build_engines(configs)
-        self._settled = {name: asyncio.Event() for name in self.engines}
+    def __init__(
+        self,
+        configs: list[EndpointConfig],
+        faults: str | None = None,
+        fault_seed: int | None = None,
+    ) -> None:
+        self.routes: dict[str, Route] = build_routes(configs, faults, fault_seed)
         self._loader: asyncio.Task[None] | None = None
         self.created_ms = int(time.time() * 1000)
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """Every engine, as ``endpoint`` (one entity) or ``endpoint/entity`` (several)."""
+        out: dict[str, Engine] = {}
+        for name, route in self.routes.items():
+            for entity in route.entities.values():
+                key = name if len(route.entities) == 1 else f"{name}/{entity.name}"
+                out[key] = entity.engine
+        return out
 
     def start_loading(self) -> None:
         """Load every model in the background; llama.cpp first (fast), torch last (slow)."""
 
         async def load_all() -> None:
-            order = sorted(
-                self.engines.values(), key=lambda e: e.config.task == "llm/v1/embeddings"
-            )
-            for engine in order:
+            entities = [
+                (route.config, entity)
+                for route in self.routes.values()
+                for entity in route.entities.values()
+            ]
+            entities.sort(key=lambda item: item[0].task == contract.EMBEDDINGS)
+            for config, entity in entities:
+                engine = entity.engine
                 if engine.error is None:
                     started = time.monotonic()
                     try:
                         await asyncio.to_thread(engine.load)
                         log.info(
-                            "%s ready in %.1fs", engine.config.name, time.monotonic() - started
+                            "%s (%s) ready in %.1fs",
+                            config.name,
+                            entity.name,
+                            time.monotonic() - started,
                         )
                     except Exception as error:
                         engine.error = f"{type(error).__name__}: {error}"
-                        log.error("%s failed to load: %s", engine.config.name, engine.error)
-                self._settled[engine.config.name].set()
+                        log.error(
+                            "%s (%s) failed to load: %s", config.name, entity.name, engine.error
+                        )
+                entity.settled.set()
 
         self._loader = asyncio.create_task(load_all())
 
     @property
     def loaded(self) -> bool:
         """Whether every endpoint has finished loading (successfully or not)."""
-        return all(event.is_set() for event in self._settled.values())
+        return all(route.settled for route in self.routes.values())
 
     def state(self, name: str) -> str:
         """``READY`` or ``NOT_READY``."""
-        ok = self._settled[name].is_set() and self.engines[name].error is None
-        return "READY" if ok else "NOT_READY"
+        return "READY" if self.route(name).ready else "NOT_READY"
 
-    def engine(self, name: str) -> Engine:
-        """The engine of ``name`` or a 404."""
+    def route(self, name: str) -> Route:
+        """The endpoint ``name`` or a 404."""
         try:
-            return self.engines[name]
+            return self.routes[name]
         except KeyError:
-            raise ServingError(
+            raise EndpointError(
                 404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint {name!r} does not exist."
             ) from None
 
-    async def ready_engine(self, name: str) -> Engine:
-        """The engine of ``name`` once loaded; 503 if it could not be loaded."""
-        engine = self.engine(name)
+    @staticmethod
+    async def wait_ready(route: Route, entity: Entity) -> None:
+        """Wait until ``entity`` is loaded; 503 if it could not be."""
         try:
-            await asyncio.wait_for(self._settled[name].wait(), LOAD_WAIT_SECONDS)
+            await asyncio.wait_for(entity.settled.wait(), LOAD_WAIT_SECONDS)
         except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
-            raise ServingError(
-                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is still loading."
+            raise EndpointError(
+                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {route.config.name!r} is still loading."
             ) from None
-        if engine.error is not None:
-            raise ServingError(
-                503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is not ready: {engine.error}"
+        if entity.engine.error is not None:
+            raise EndpointError(
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                f"Endpoint {route.config.name!r} is not ready: {entity.engine.error}",
             )
-        return engine
 
     def describe(self, name: str) -> dict[str, Any]:
         """The endpoint object of the listing API."""
-        engine = self.engine(name)
-        config = engine.config
-        state = self.state(name)
-        if state == "READY":
+        route = self.route(name)
+        config = route.config
+        if route.ready:
             update = "NOT_UPDATING"
         else:
-            update = "UPDATE_FAILED" if engine.error else "IN_PROGRESS"
-        served: dict[str, Any] = {"name": config.served_model_name}
-        if config.external is not None:
-            served["external_model"] = {
-                "provider": config.external.provider,
-                "name": config.external.model,
-                "task": config.task,
-            }
-        else:
-            served["foundation_model"] = {"name": config.served_model_name}
-        capabilities = {"function_calling": True} if config.task == "llm/v1/chat" else {}
-        return {
+            update = "UPDATE_FAILED" if route.error else "IN_PROGRESS"
+        served: list[dict[str, Any]] = []
+        for entity in route.entities.values():
+            backend = entity.spec.external
+            entity_name = backend.model if backend is not None else entity.name
+            item: dict[str, Any] = {"name": entity.name, "entity_name": entity_name}
+            if backend is not None:
+                item["external_model"] = {
+                    "provider": backend.provider,
+                    "name": backend.model,
+                    "task": config.task,
+                }
+            else:
+                item["foundation_model"] = {"name": entity.name}
+            if entity.fallback is not None:
+                item["fallback"] = entity.fallback
+            served.append(item)
+        routes = [
+            {"served_model_name": e.name, "traffic_percentage": e.percentage}
+            for e in route.entities.values()
+        ]
+        capabilities = {"function_calling": True} if config.task == contract.CHAT else {}
+        described: dict[str, Any] = {
             "name": name,
             "id": name,
             "creator": "servingx-local",
             "creation_timestamp": self.created_ms,
             "last_updated_timestamp": self.created_ms,
-            "state": {"ready": state, "config_update": update},
+            "state": {"ready": self.state(name), "config_update": update},
             "task": config.task,
             "endpoint_type": config.endpoint_type,
             "capabilities": capabilities,
-            "config": {"served_entities": [served]},
+            "config": {"served_entities": served, "traffic_config": {"routes": routes}},
         }
+        if config.rate_limits is not None:
+            described["rate_limits"] = config.rate_limits.model_dump(exclude_none=True)
+        return described
 
     async def aclose(self) -> None:
         """Stop loading and release every engine."""
@@ -170,9 +215,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ServingError(400, "BAD_REQUEST", f"Request body is not valid JSON: {error}") from None
+        raise EndpointError(
+            400, "BAD_REQUEST", f"Request body is not valid JSON: {error}"
+        ) from None
     if not isinstance(body, dict):
-        raise ServingError(400, "BAD_REQUEST", "Request body must be a JSON object.")
+        raise EndpointError(400, "BAD_REQUEST", "Request body must be a JSON object.")
     return body
 
 
@@ -180,7 +227,7 @@ def _check_task(config: EndpointConfig, body: dict[str, Any], route_task: Task |
     """400 when the request is for another task than the endpoint's."""
     asked = route_task or next((t for k, t in _TASK_OF_KEY.items() if k in body), None)
     if asked is not None and asked != config.task:
-        raise ServingError(
+        raise EndpointError(
             400,
             "BAD_REQUEST",
             f"Endpoint {config.name!r} has task {config.task}; this is a {asked} request.",
@@ -206,7 +253,9 @@ async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[by
             except StopAsyncIteration:
                 break
             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    except ServingError as error:
+    except StreamCut:  # the cut-stream fault: the connection is gone, no [DONE]
+        return
+    except EndpointError as error:
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
         return
     except Exception as error:
@@ -225,30 +274,66 @@ async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[by
     yield b"data: [DONE]\n\n"
 
 
-async def _answer(engine: Engine, body: dict[str, Any]) -> Response:
-    """Validate the body for the endpoint's task, run it, and shape the HTTP response."""
-    task = engine.config.task
-    headers = {"served-model-name": engine.config.served_model_name}
-    answer: Answer
-    if task == "llm/v1/chat":
-        answer = await engine.chat(parse_request(ChatRequest, body), body)
-    elif task == "llm/v1/completions":
-        answer = await engine.completions(parse_request(CompletionRequest, body), body)
-    else:
-        answer = await engine.embeddings(parse_request(EmbeddingRequest, body), body)
+def _dropper(request: Request) -> Callable[[], bool]:
+    """A function closing the client's connection at once (``reset``, ``cut-stream``).
+
+    Under uvicorn, the ASGI ``receive`` is a method of the request cycle, which holds the
+    connection's transport; the socket is set to linger 0 so the client sees a reset,
+    not an orderly close. Elsewhere nothing can be dropped and the function says so.
+    """
+
+    def drop() -> bool:
+        transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            return False
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        return True
+
+    return drop
+
+
+async def _answer(
+    registry: Registry, route: Route, request: Request, served: str | None
+) -> Response:
+    """Validate the body for the endpoint's task, route it, and shape the HTTP response."""
+    body = await _json_body(request)
+    _check_task(route.config, body, None)
+
+    async def ready(entity: Entity) -> None:
+        await registry.wait_ready(route, entity)
+
+    try:
+        name, answer = await route.answer(body, served, ready, _dropper(request))
+    except StreamCut:  # the reset fault dropped the connection: nothing can be sent
+        return Response(status_code=204)
+    headers = {"served-model-name": name}
     if isinstance(answer, dict):
         return JSONResponse(answer, headers=headers)
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return StreamingResponse(_sse(answer), media_type="text/event-stream", headers=headers)
 
 
-def _error_response(error: ServingError) -> JSONResponse:
+def _error_response(error: EndpointError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
-    """The FastAPI app serving ``configs``; ``token=None`` turns authentication off."""
-    registry = Registry(configs)
+def create_app(
+    configs: list[EndpointConfig],
+    token: str | None,
+    *,
+    faults: str | None = None,
+    fault_seed: int | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``configs``; ``token=None`` turns authentication off.
+
+    ``faults`` and ``fault_seed`` (the command line's ``--faults`` and ``--fault-seed``)
+    inject faults into every endpoint without faults of its own.
+    """
+    registry = Registry(configs, faults, fault_seed)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -270,34 +355,38 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
     auth = [Depends(authorizer.dependency())]
     install_playground(app, authorizer)
 
-    @app.exception_handler(ServingError)
-    async def serving_error(_request: Request, error: ServingError) -> JSONResponse:
+    @app.exception_handler(EndpointError)
+    async def serving_error(_request: Request, error: EndpointError) -> JSONResponse:
         return _error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 404:
             message = f"No API found for '{request.method} {request.url.path}'."
-            return _error_response(ServingError(404, "ENDPOINT_NOT_FOUND", message))
+            return _error_response(EndpointError(404, "ENDPOINT_NOT_FOUND", message))
         code = "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_ERROR"
-        return _error_response(ServingError(error.status_code, code, str(error.detail)))
+        return _error_response(EndpointError(error.status_code, code, str(error.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-        return _error_response(ServingError(400, "BAD_REQUEST", "; ".join(parts)))
+        return _error_response(EndpointError(400, "BAD_REQUEST", "; ".join(parts)))
 
     @app.exception_handler(Exception)
     async def crashed(_request: Request, error: Exception) -> JSONResponse:
         log.exception("request failed")
         message = f"{type(error).__name__}: {error}"
-        return _error_response(ServingError(500, "INTERNAL_ERROR", message))
+        return _error_response(EndpointError(500, "INTERNAL_ERROR", message))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness, with each endpoint's readiness; cheap and unauthenticated."""
-        states = {name: registry.state(name) for name in registry.engines}
-        return {"status": "ok", "ready": registry.loaded, "endpoints": states}
+        """Liveness and readiness; per endpoint: entity usage, rate limits, faults.
+
+        Cheap and unauthenticated.
+        """
+        states = {name: registry.state(name) for name in registry.routes}
+        reports = {name: route.report() for name, route in registry.routes.items()}
+        return {"status": "ok", "ready": registry.loaded, "endpoints": states, "usage": reports}
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
@@ -305,60 +394,71 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         body = {"ready": registry.loaded}
         return JSONResponse(body, status_code=200 if registry.loaded else 503)
 
+    @app.get("/.well-known/databricks-config")
+    async def databricks_config(request: Request) -> dict[str, Any]:
+        """Host metadata, which the Databricks SDK (and so MLflow) asks for on start."""
+        base = str(request.base_url).rstrip("/")
+        return {"oidc_endpoint": f"{base}/oidc", "workspace_id": WORKSPACE_ID}
+
     @app.get("/api/2.0/serving-endpoints", dependencies=auth)
     async def list_endpoints() -> dict[str, Any]:
         """Every endpoint, as the listing API describes them."""
-        return {"endpoints": [registry.describe(name) for name in registry.engines]}
+        return {"endpoints": [registry.describe(name) for name in registry.routes]}
 
     @app.get("/api/2.0/serving-endpoints/{name}", dependencies=auth)
     async def get_endpoint(name: str) -> dict[str, Any]:
         """One endpoint."""
         return registry.describe(name)
 
+    def model_object(name: str) -> dict[str, Any]:
+        registry.route(name)  # 404 for an unknown name
+        created = registry.created_ms // 1000
+        return {"id": name, "object": "model", "created": created, "owned_by": "servingx-local"}
+
+    @app.get("/serving-endpoints/models", dependencies=auth)
+    async def list_models() -> dict[str, Any]:
+        """The endpoints as OpenAI model objects (the OpenAI SDK's ``models.list()``)."""
+        return {"object": "list", "data": [model_object(name) for name in registry.routes]}
+
+    @app.get("/serving-endpoints/models/{name}", dependencies=auth)
+    async def get_model(name: str) -> dict[str, Any]:
+        """One endpoint as an OpenAI model object (``models.retrieve(name)``)."""
+        return model_object(name)
+
     async def openai_route(request: Request, task: Task) -> Response:
         body = await _json_body(request)
         name = body.get("model")
         if not isinstance(name, str) or not name:
-            raise ServingError(400, "BAD_REQUEST", "model: the endpoint name is required.")
-        _check_task(registry.engine(name).config, body, task)
-        return await _answer(await registry.ready_engine(name), body)
+            raise EndpointError(400, "BAD_REQUEST", "model: the endpoint name is required.")
+        route = registry.route(name)
+        _check_task(route.config, body, task)
+        return await _answer(registry, route, request, None)
 
     @app.post("/serving-endpoints/chat/completions", dependencies=auth)
     async def chat_completions(request: Request) -> Response:
         """OpenAI-compatible chat; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/chat")
+        return await openai_route(request, contract.CHAT)
 
     @app.post("/serving-endpoints/completions", dependencies=auth)
     async def completions(request: Request) -> Response:
         """OpenAI-compatible completions; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/completions")
+        return await openai_route(request, contract.COMPLETIONS)
 
     @app.post("/serving-endpoints/embeddings", dependencies=auth)
     async def embeddings(request: Request) -> Response:
         """OpenAI-compatible embeddings; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/embeddings")
+        return await openai_route(request, contract.EMBEDDINGS)
 
     @app.post("/serving-endpoints/{name}/invocations", dependencies=auth)
     async def invocations(name: str, request: Request) -> Response:
-        """The native call: the endpoint's task decides how the body is read."""
-        engine = registry.engine(name)
-        body = await _json_body(request)
-        _check_task(engine.config, body, None)
-        return await _answer(await registry.ready_engine(name), body)
+        """The native call: split by traffic over the endpoint's served entities."""
+        return await _answer(registry, registry.route(name), request, None)
 
     @app.post("/serving-endpoints/{name}/served-models/{served}/invocations", dependencies=auth)
     async def served_model_invocations(name: str, served: str, request: Request) -> Response:
-        """A call to one served model behind the endpoint (each endpoint has one)."""
-        engine = registry.engine(name)
-        if served != engine.config.served_model_name:
-            raise ServingError(
-                404,
-                "RESOURCE_DOES_NOT_EXIST",
-                f"Endpoint {name!r} has no served model {served!r}; it serves "
-                f"{engine.config.served_model_name!r}.",
-            )
-        body = await _json_body(request)
-        _check_task(engine.config, body, None)
-        return await _answer(await registry.ready_engine(name), body)
+        """A call to one served entity behind the endpoint (no split, no fallback)."""
+        route = registry.route(name)
+        route.entity(served)  # 404 before the body is read
+        return await _answer(registry, route, request, served)
 
     return app

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 
 __all__ = ["Authorizer", "cookie_name", "cookie_value", "session_cookie"]
 
@@ -86,23 +86,23 @@ class Authorizer:
         if header is not None:
             credential = _bearer(header)
             if not credential:
-                raise ServingError(
+                raise EndpointError(
                     401, "UNAUTHENTICATED", "Missing credentials: send a bearer token."
                 )
             if not _same(credential, self.token):
-                raise ServingError(401, "UNAUTHENTICATED", "Invalid access token.")
+                raise EndpointError(401, "UNAUTHENTICATED", "Invalid access token.")
             return
         cookie = connection.cookies.get(cookie_name(connection.url.port))
         if cookie is None:
-            raise ServingError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
+            raise EndpointError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
         if not _same(cookie, cookie_value(self.token)):
-            raise ServingError(
+            raise EndpointError(
                 401, "UNAUTHENTICATED", "Invalid session cookie: open the address with ?token=."
             )
         if method.upper() not in _SAFE_METHODS:
             origin = connection.headers.get("origin")
             if origin is None or origin != _own_origin(connection):
-                raise ServingError(
+                raise EndpointError(
                     403,
                     "PERMISSION_DENIED",
                     f"Cross-origin request refused: a {method.upper()} authenticated by the "

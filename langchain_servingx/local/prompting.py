@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.schemas import ChatMessage, ChatRequest, NamedToolChoice, Tool
 
 __all__ = [
@@ -72,7 +72,7 @@ class ChatTemplate:
         """The prompt for ``messages``, ending where the assistant's reply begins."""
 
         def raise_exception(message: str) -> None:
-            raise ServingError(400, "BAD_REQUEST", f"The model's chat template: {message}")
+            raise EndpointError(400, "BAD_REQUEST", f"The model's chat template: {message}")
 
         try:
             return self._template.render(
@@ -83,7 +83,7 @@ class ChatTemplate:
                 raise_exception=raise_exception,
             )
         except jinja2.TemplateError as error:
-            raise ServingError(
+            raise EndpointError(
                 400, "BAD_REQUEST", f"The model's chat template rejected the messages: {error}"
             ) from None
 
@@ -96,10 +96,13 @@ class ToolPlan:
     message is allowed instead of a call.
     """
 
-    def __init__(self, offered: list[Tool], choices: list[Tool], may_answer: bool) -> None:
+    def __init__(
+        self, offered: list[Tool], choices: list[Tool], may_answer: bool, parallel: bool = False
+    ) -> None:
         self.offered = offered
         self.choices = choices
         self.may_answer = may_answer
+        self.parallel = parallel  # several calls in one answer (parallel_tool_calls: true)
 
     @property
     def active(self) -> bool:
@@ -123,7 +126,8 @@ def tool_plan(request: ChatRequest) -> ToolPlan:
     if isinstance(choice, NamedToolChoice):
         named = [t for t in tools if t.function.name == choice.function.name]
         return ToolPlan(tools, named, may_answer=False)
-    return ToolPlan(tools, tools, may_answer=choice == "auto")
+    parallel = request.parallel_tool_calls is True
+    return ToolPlan(tools, tools, may_answer=choice == "auto", parallel=parallel)
 
 
 def _tool_instructions(plan: ToolPlan) -> str:
@@ -138,6 +142,10 @@ def _tool_instructions(plan: ToolPlan) -> str:
         "functions.<name>:",
         '{"argument": "value"}',
     ]
+    if plan.parallel:
+        lines += [
+            "To call several functions, write each call on its own lines, one after the other."
+        ]
     if plan.may_answer:
         lines += ["To answer the user directly instead, begin your reply with:", "message:"]
     return "\n".join(lines)
@@ -216,6 +224,6 @@ def schema_grammar(schema: dict[str, Any] | None, field: str) -> str:
     try:
         return str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as error:  # the converter raises many kinds on bad schemas
-        raise ServingError(
+        raise EndpointError(
             400, "INVALID_PARAMETER_VALUE", f"{field}: unsupported JSON schema: {error}"
         ) from None

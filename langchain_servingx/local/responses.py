@@ -14,6 +14,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_servingx.local.logprobs import TokenRecord, chat_logprobs, completion_logprobs
+
 __all__ = [
     "Piece",
     "Usage",
@@ -35,13 +37,15 @@ class Piece:
     """One step of a generated choice.
 
     ``call_name`` set means a tool call opens here (its arguments follow as ``text``);
-    ``finish`` set means the choice is complete.
+    ``finish`` set means the choice is complete; ``logprobs`` (when the request asked for
+    them) are the tokens sampled since the previous piece.
     """
 
     index: int
     text: str = ""
     call_name: str | None = None
     finish: str | None = None
+    logprobs: list[TokenRecord] | None = None
 
 
 @dataclass
@@ -65,6 +69,11 @@ class _ChatChoice:
     content: list[str] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     finish: str | None = None
+    logprobs: list[TokenRecord] | None = None
+
+    def add_logprobs(self, piece: Piece) -> None:
+        if piece.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + piece.logprobs
 
 
 async def chat_response(
@@ -75,6 +84,7 @@ async def chat_response(
     async with aclosing(pieces):
         async for piece in pieces:
             choice = choices.setdefault(piece.index, _ChatChoice())
+            choice.add_logprobs(piece)
             if piece.call_name is not None:
                 choice.calls.append(
                     {
@@ -101,7 +111,7 @@ async def chat_response(
                 "index": index,
                 "message": message,
                 "finish_reason": choice.finish or "stop",
-                "logprobs": None,
+                "logprobs": None if choice.logprobs is None else chat_logprobs(choice.logprobs),
             }
         )
     return {
@@ -127,18 +137,27 @@ async def chat_chunks(
     started: set[int] = set()
     calls: dict[int, int] = {}  # choice index -> number of tool calls opened
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def chunk(
+        index: int,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        logprobs: list[TokenRecord] | None = None,
+    ) -> dict[str, Any]:
         if index not in started:
             started.add(index)
             delta = {"role": "assistant", **delta}
+        choice = {
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish,
+            "logprobs": None if logprobs is None else chat_logprobs(logprobs),
+        }
         return {
             "id": chunk_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
-            ],
+            "choices": [choice],
         }
 
     async with aclosing(pieces):
@@ -159,9 +178,9 @@ async def chat_chunks(
                         "index": calls[piece.index] - 1,
                         "function": {"arguments": piece.text},
                     }
-                    yield chunk(piece.index, {"tool_calls": [fragment]})
+                    yield chunk(piece.index, {"tool_calls": [fragment]}, None, piece.logprobs)
                 else:
-                    yield chunk(piece.index, {"content": piece.text})
+                    yield chunk(piece.index, {"content": piece.text}, None, piece.logprobs)
             if piece.finish:
                 yield chunk(piece.index, {}, piece.finish)
     if include_usage:
@@ -181,9 +200,12 @@ async def completion_response(
     """Collect every piece into one ``text_completion`` body."""
     texts: dict[int, list[str]] = {}
     finishes: dict[int, str] = {}
+    logprobs: dict[int, list[TokenRecord]] = {}
     async with aclosing(pieces):
         async for piece in pieces:
             texts.setdefault(piece.index, []).append(piece.text)
+            if piece.logprobs is not None:
+                logprobs.setdefault(piece.index, []).extend(piece.logprobs)
             if piece.finish:
                 finishes[piece.index] = piece.finish
     return {
@@ -195,7 +217,7 @@ async def completion_response(
             {
                 "text": "".join(texts[i]),
                 "index": i,
-                "logprobs": None,
+                "logprobs": completion_logprobs(logprobs[i]) if i in logprobs else None,
                 "finish_reason": finishes.get(i, "stop"),
             }
             for i in sorted(texts)
@@ -219,15 +241,21 @@ async def completion_chunks(
             "choices": choices,
         }
 
+    offsets: dict[int, int] = {}  # text offset of each choice so far
     async with aclosing(pieces):
         async for piece in pieces:
             if piece.text or piece.finish:
+                offset = offsets.get(piece.index, 0)
+                offsets[piece.index] = offset + len(piece.text)
+                logprobs = (
+                    None if piece.logprobs is None else completion_logprobs(piece.logprobs, offset)
+                )
                 yield chunk(
                     [
                         {
                             "text": piece.text,
                             "index": piece.index,
-                            "logprobs": None,
+                            "logprobs": logprobs,
                             "finish_reason": piece.finish,
                         }
                     ]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 
 __all__ = [
     "ChatMessage",
@@ -198,6 +198,8 @@ class ChatRequest(_Sampling):
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @model_validator(mode="after")
     def _tools_consistent(self) -> ChatRequest:
@@ -210,6 +212,8 @@ class ChatRequest(_Sampling):
                 )
         elif self.tool_choice == "required" and not names:
             raise ValueError('tool_choice "required" needs at least one tool')
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
 
     @property
@@ -222,6 +226,7 @@ class CompletionRequest(_Sampling):
     """A ``llm/v1/completions`` request; a list prompt yields one choice per prompt."""
 
     prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @property
     def prompts(self) -> list[str]:
@@ -272,11 +277,11 @@ def parse_request(
     model: type[ChatRequest] | type[CompletionRequest] | type[EmbeddingRequest],
     body: dict[str, Any],
 ) -> Any:
-    """Validate ``body`` (``extra_params`` merged in) or raise a 400 ``ServingError``."""
+    """Validate ``body`` (``extra_params`` merged in) or raise a 400 ``EndpointError``."""
     extra = body.get("extra_params")
     if isinstance(extra, dict):
         body = {**{k: v for k, v in body.items() if k != "extra_params"}, **extra}
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        raise ServingError(400, "BAD_REQUEST", validation_message(error)) from None
+        raise EndpointError(400, "BAD_REQUEST", validation_message(error)) from None

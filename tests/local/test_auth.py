@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.offline
-
 pytest.importorskip("fastapi", reason="the local endpoint's web stack is not installed")
 
 from langchain_servingx.local.app import create_app  # noqa: E402
