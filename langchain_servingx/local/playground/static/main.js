@@ -65,14 +65,21 @@ function state(endpoint) {
   return { label: "loading", css: "loading" };
 }
 
+/** "name (provider: model)" for each served entity, with its traffic share when split. */
 function servedModels(endpoint) {
-  return (endpoint.config?.served_entities || endpoint.config?.served_models || []).map((s) => {
+  const entities = endpoint.config?.served_entities || endpoint.config?.served_models || [];
+  const routes = endpoint.config?.traffic_config?.routes || [];
+  return entities.map((s) => {
+    let label = s.name;
     if (s.external_model) {
       const { provider, name } = s.external_model;
-      return name === s.name ? `${s.name} (${provider})` : `${s.name} (${provider}: ${name})`;
+      label += name === s.name ? ` (${provider})` : ` (${provider}: ${name})`;
+    } else {
+      const model = s.foundation_model?.name || s.entity_name || "";
+      if (model && model !== s.name) label += ` (${model})`;
     }
-    const model = s.foundation_model?.name || s.entity_name || "";
-    return model && model !== s.name ? `${s.name} (${model})` : s.name;
+    const share = routes.find((r) => r.served_model_name === s.name)?.traffic_percentage;
+    return entities.length > 1 && share !== undefined ? `${label} ${share}%` : label;
   });
 }
 
