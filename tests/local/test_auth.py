@@ -5,6 +5,7 @@ session cookie and its Origin check. Needs only the web stack (no model), so it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import threading
@@ -19,7 +20,7 @@ pytest.importorskip("fastapi", reason="the local endpoint's web stack is not ins
 
 from langchain_servingx.local.app import create_app
 from langchain_servingx.local.auth import cookie_name
-from langchain_servingx.local.playground import STATIC
+from langchain_servingx.local.playground import STATIC, RedactToken
 
 TOKEN = "dapi-local-auth-test-token"
 INVOKE = "/serving-endpoints/nowhere/invocations"
@@ -204,3 +205,14 @@ def test_without_auth_the_page_and_the_api_are_open(http: httpx.Client, open_url
     assert listing.json() == {"endpoints": []}
     posted = http.post(f"{open_url}{INVOKE}", json={}, headers={"Origin": "http://x.example"})
     assert posted.status_code == 404
+
+
+def test_the_access_log_never_shows_the_token(url: str) -> None:  # the app is installed
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', None, None
+    )
+    record.args = ("127.0.0.1:5", "GET", f"/?token={TOKEN}&x=1", "1.1", 303)
+    assert RedactToken().filter(record)
+    assert TOKEN not in record.getMessage()
+    assert "/?token=[redacted]&x=1" in record.getMessage()
+    assert any(isinstance(f, RedactToken) for f in logging.getLogger("uvicorn.access").filters)

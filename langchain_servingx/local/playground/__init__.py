@@ -8,6 +8,8 @@ sets (see ``langchain_servingx.local.auth``).
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -16,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from langchain_servingx.local.auth import Authorizer, session_cookie
 
-__all__ = ["STATIC", "install_playground"]
+__all__ = ["STATIC", "RedactToken", "install_playground"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,8 +33,26 @@ _HEADERS = {
 }
 
 
+class RedactToken(logging.Filter):
+    """Hide ``?token=...`` in uvicorn's access log (``--log-level debug`` turns it on)."""
+
+    _TOKEN = re.compile(r"([?&]token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the logged path; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
 def install_playground(app: FastAPI, authorizer: Authorizer) -> None:
     """Serve the page at ``/`` and its assets under ``/playground/``."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactToken) for f in access.filters):
+        access.addFilter(RedactToken())
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
