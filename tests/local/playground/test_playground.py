@@ -178,6 +178,21 @@ def test_tool_calls_are_shown_as_calls(page: Any) -> None:
     json.loads(call.locator("code").text_content())  # complete JSON arguments
 
 
+def test_a_json_schema_response_format_gives_json_of_that_schema(page: Any) -> None:
+    select_endpoint(page, "local-chat")
+    page.locator("#chat-params [name=response_format]").select_option("json_schema")
+    editor = page.locator("#chat-params [name=json_schema]")
+    assert editor.is_visible()  # the schema editor opens with the format
+    chat_params(page, max_tokens="64")
+    reply = send(page, "What is the capital of France?")
+    assert wait_state(reply, "done") == "done"
+    answer = json.loads(reply.get_by_test_id("assistant-content").text_content())
+    assert isinstance(answer["answer"], str)
+    editor.fill('{"schema": {}}')
+    send(page, "Again?")
+    assert 'json_schema needs a "name"' in page.get_by_test_id("error-banner").text_content()
+
+
 def test_reasoning_is_shown_apart_from_the_answer(page: Any) -> None:
     select_endpoint(page, "proxy-chat")
     reply = send(page, "REASON about a greeting.")
