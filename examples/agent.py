@@ -1,6 +1,6 @@
 """A tool-calling agent (LangChain's create_agent) on a serving endpoint.
 
-The agent has a calculator and a unit converter and must use both. Self-checking: exits
+The agent has a calculator and a weather tool and must use both. Self-checking: exits
 non-zero unless both tools ran with the right arguments (their results say so) and the
 final answer is text.
 
@@ -31,9 +31,9 @@ def multiply(a: int, b: int) -> int:
 
 
 @tool
-def celsius_to_fahrenheit(celsius: float) -> float:
-    """Convert a temperature from degrees Celsius to degrees Fahrenheit."""
-    return celsius * 9 / 5 + 32
+def get_weather(city: str) -> str:
+    """Return the current weather in a city."""
+    return f"Sunny, 21 degrees Celsius in {city}."
 
 
 class EachToolOnce(AgentMiddleware):  # type: ignore[type-arg]
@@ -61,12 +61,12 @@ class EachToolOnce(AgentMiddleware):  # type: ignore[type-arg]
 def main() -> int:
     agent = create_agent(
         ChatServing(endpoint=CHAT, temperature=0, max_tokens=64),
-        [multiply, celsius_to_fahrenheit],
+        [multiply, get_weather],
         system_prompt="You are a helpful assistant. Use multiply to multiply numbers and "
-        "celsius_to_fahrenheit to convert temperatures.",
+        "get_weather for the weather. Once you have both results, answer in one sentence.",
         middleware=[EachToolOnce()],
     )
-    question = "What is 17 times 23? And what is 20 degrees Celsius in Fahrenheit?"
+    question = "What is 17 times 23? And what is the weather in Paris?"
     result = agent.invoke({"messages": [("user", question)]}, {"recursion_limit": 10})
     messages = result["messages"]
     for message in messages:
@@ -79,7 +79,7 @@ def main() -> int:
     print(f"answer: {final.text.strip()}")
     results = {m.name: m.content for m in messages if isinstance(m, ToolMessage)}
     ok = (
-        results == {"multiply": "391", "celsius_to_fahrenheit": "68.0"}
+        results == {"multiply": "391", "get_weather": "Sunny, 21 degrees Celsius in Paris."}
         and isinstance(final, AIMessage)
         and not final.tool_calls
         and bool(final.text.strip())

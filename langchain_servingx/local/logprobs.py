@@ -24,17 +24,26 @@ __all__ = ["TokenLog", "TokenRecord", "chat_logprobs", "completion_logprobs"]
 class TokenRecord:
     """One sampled token: its text, log probability and the top alternatives."""
 
-    text: str
+    piece: bytes  # a token may hold part of a UTF-8 character: its text is then lossy
     logprob: float
-    top: list[tuple[str, float]]
+    top: list[tuple[bytes, float]]
+
+    @property
+    def text(self) -> str:
+        """The token's text."""
+        return _text(self.piece)
 
     def chat_entry(self) -> dict[str, Any]:
         """The chat ``logprobs.content`` item."""
 
-        def item(text: str, logprob: float) -> dict[str, Any]:
-            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        def item(piece: bytes, logprob: float) -> dict[str, Any]:
+            return {"token": _text(piece), "logprob": logprob, "bytes": list(piece)}
 
-        return {**item(self.text, self.logprob), "top_logprobs": [item(*t) for t in self.top]}
+        return {**item(self.piece, self.logprob), "top_logprobs": [item(*t) for t in self.top]}
+
+
+def _text(piece: bytes) -> str:
+    return piece.decode("utf-8", errors="replace")
 
 
 class TokenLog:
@@ -53,7 +62,7 @@ class TokenLog:
         logits = logits.astype(np.float64)
         peak = float(logits.max())
         normalizer = peak + float(np.log(np.exp(logits - peak).sum()))
-        top: list[tuple[str, float]] = []
+        top: list[tuple[bytes, float]] = []
         if self.top:
             best = np.argpartition(-logits, self.top)[: self.top]
             best = best[np.argsort(-logits[best])]
@@ -62,9 +71,9 @@ class TokenLog:
         self._pending.append(record)
 
     @staticmethod
-    def _piece(llama: Any, token: int) -> str:
-        text: str = llama._model.token_to_piece(token).decode("utf-8", errors="replace")
-        return text
+    def _piece(llama: Any, token: int) -> bytes:
+        piece: bytes = llama._model.detokenize([token])
+        return piece
 
     def take(self) -> list[TokenRecord]:
         """The records since the last call (those of the text yielded meanwhile)."""
@@ -86,6 +95,6 @@ def completion_logprobs(records: list[TokenRecord], offset: int = 0) -> dict[str
     return {
         "tokens": [r.text for r in records],
         "token_logprobs": [r.logprob for r in records],
-        "top_logprobs": [dict(r.top) for r in records],
+        "top_logprobs": [{_text(piece): lp for piece, lp in r.top} for r in records],
         "text_offset": offsets,
     }

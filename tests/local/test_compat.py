@@ -167,11 +167,6 @@ def test_databricks_sdk_serving_endpoints(local_env: str) -> None:
     endpoints = {e.name: e for e in w.serving_endpoints.list()}
     assert endpoints["local-chat"].task == "llm/v1/chat"
     assert w.serving_endpoints.get("local-embeddings").state.ready.value == "READY"
-    # The SDK's OpenAI client, authenticated by the SDK.
-    answer = w.serving_endpoints.get_open_ai_client().chat.completions.create(
-        model="local-chat", messages=[{"role": "user", "content": "Hi"}], max_tokens=8
-    )
-    assert answer.choices[0].message.content
 
 
 # --------------------------------------------------------------------------------- curl

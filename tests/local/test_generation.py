@@ -12,6 +12,7 @@ import pytest
 
 from langchain_servingx import ChatServing
 from tests.local.conftest import LOCAL_TOKEN
+from tests.local.test_http_contract import invoke as post
 
 pytestmark = pytest.mark.local
 
@@ -42,13 +43,6 @@ TIME = tool("get_time", "Get the current time in a city.", "city")
 def client(host: str) -> httpx.Client:
     with httpx.Client(base_url=host, headers=AUTH, timeout=120) as http:
         yield http
-
-
-def post(client: httpx.Client, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(f"/serving-endpoints/{endpoint}/invocations", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def test_completion_tokens_count_the_answer_only(client: httpx.Client) -> None:
