@@ -9,13 +9,14 @@ PIP    := $(PY) -m pip
 LOCK   := requirements/constraints.txt
 PIPC   := $(PIP) install -c $(LOCK)
 
-.PHONY: help venv install install-local lint typecheck test test-unit test-local demo record bench \
-	lock test-latest test-oldest clean examples
+.PHONY: help venv install install-local install-ui lint typecheck test test-unit test-local \
+	test-ui demo record bench lock test-latest test-oldest clean examples
 
 help:
 	@echo "make demo        start the embedded local endpoint and run examples/quickstart.py against it"
 	@echo "make test        lint, type-check and run the offline test suite (locked versions)"
 	@echo "make test-local  run the live suites against the embedded local endpoint (real models)"
+	@echo "make test-ui     drive the playground page in Chromium against the embedded local endpoint"
 	@echo "make test-latest run the offline suite on the newest versions pyproject.toml allows"
 	@echo "make test-oldest run the offline suite on the oldest supported runtime versions"
 	@echo "make lock        re-resolve requirements/*.txt (the locked test environment)"
@@ -47,6 +48,16 @@ $(VENV)/.installed-local: pyproject.toml $(LOCK) | $(BIN)/python
 
 install-local: $(VENV)/.installed-local
 
+# The playground's browser tests: Playwright for Python driving the system's Chromium
+# (Playwright's own browser download cannot work offline, so it is never used).
+$(VENV)/.installed-ui: pyproject.toml $(LOCK) $(VENV)/.installed-local
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --quiet -e ".[test,lint,local,ui]"
+	@touch $@
+
+install-ui: $(VENV)/.installed-ui
+	@test -x /usr/bin/chromium || apt-get -o DPkg::Lock::Timeout=600 install -y chromium \
+		|| (apt-get update && apt-get -o DPkg::Lock::Timeout=600 install -y chromium)
+
 lint: install
 	$(BIN)/ruff check langchain_servingx tests benchmarks examples
 	$(BIN)/ruff format --check langchain_servingx tests benchmarks examples
@@ -63,8 +74,13 @@ test: lint typecheck test-unit
 
 # Live tests against the real models; the tests start (and stop) the endpoint themselves.
 test-local: install-local
-	$(BIN)/pytest -q -m local tests/local
+	$(BIN)/pytest -q -m "local and not ui" tests/local
 	SERVINGX_IT_MODE=local $(BIN)/pytest -q tests/integration_tests --disable-recording
+
+# Every view of the playground in a real Chromium, against the real models; screenshots
+# go to docs/playground/ (the README shows them).
+test-ui: install-ui
+	$(BIN)/pytest -q -m ui tests/local/playground
 
 # Re-record every cassette against a freshly started local endpoint (stopped afterwards).
 # Old cassettes go first, so none is left behind for a test that no longer exists.

@@ -1,7 +1,8 @@
 """Command line: ``python -m langchain_servingx.local`` (or ``servingx-local``).
 
 Binds 127.0.0.1 (``--port 0`` picks a free port), prints the ``DATABRICKS_HOST`` and
-``DATABRICKS_TOKEN`` a client needs, loads the models, and with ``--ready-file`` writes
+``DATABRICKS_TOKEN`` a client needs and the playground's address (``/?token=...``), loads
+the models, and with ``--ready-file`` writes
 those variables to a file once every endpoint is ready, so scripts and tests can start
 the server, wait for the file, and ``source`` it. Ctrl-C and SIGTERM stop it cleanly
 (exit status 0).
@@ -20,9 +21,14 @@ import socket
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["NO_AUTH_TOKEN", "main", "playground_url"]
 
 NO_AUTH_TOKEN = "no-auth"  # noqa: S105 - what the ready file says when authentication is off
+
+
+def playground_url(host: str, token: str | None) -> str:
+    """The playground's address: ``host/?token=...`` (just ``host/`` without authentication)."""
+    return f"{host}/?token={token}" if token else f"{host}/"
 
 
 def _say(line: str) -> None:
@@ -117,6 +123,7 @@ async def _serve(args: argparse.Namespace, sock: socket.socket, token: str | Non
             partial.write_text(text, encoding="utf-8")
             partial.replace(args.ready_file)  # atomic: readers never see half a file
         _say(f"servingx-local: ready on {host} (Ctrl-C to stop)")
+        _say(f"servingx-local: playground {playground_url(host, token)}")
     await serving
 
 

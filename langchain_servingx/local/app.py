@@ -1,6 +1,7 @@
 """The ASGI application: serving-endpoint routes over the engines.
 
-Routes (all but ``/health`` and ``/ready`` need the bearer token when one is set):
+Routes (all but ``/health``, ``/ready`` and the playground page need the token when one is
+set: the bearer header, or the playground's session cookie, see ``auth``):
 
 - ``POST /serving-endpoints/{name}/invocations`` and
   ``POST /serving-endpoints/{name}/served-models/{served}/invocations``: native calls;
@@ -9,6 +10,7 @@ Routes (all but ``/health`` and ``/ready`` need the bearer token when one is set
 - ``GET /api/2.0/serving-endpoints[/{name}]``: the listing API, served entities and
   traffic split included; ``GET /serving-endpoints/models[/{name}]``: the same endpoints
   as OpenAI model objects;
+- ``GET /``: the playground page (``playground``);
 - ``GET /.well-known/databricks-config``: host metadata for the Databricks SDK;
 - ``GET /health`` (alive, with per-endpoint readiness, usage per served entity, rate
   limits and injected faults) and ``GET /ready`` (503 until every endpoint has finished
@@ -26,15 +28,12 @@ loading waits for it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import secrets
 import socket
 import struct
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -45,9 +44,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langchain_servingx import contract
 from langchain_servingx.contract import Task
+from langchain_servingx.local.auth import Authorizer
 from langchain_servingx.local.config import EndpointConfig
 from langchain_servingx.local.engines import Engine
 from langchain_servingx.local.errors import EndpointError
+from langchain_servingx.local.playground import install_playground
 from langchain_servingx.local.routing import Entity, Route, StreamCut, build_routes
 
 __all__ = ["Registry", "create_app"]
@@ -224,29 +225,6 @@ def _agent_model(route: Route) -> str | None:
     return agent.model if agent is not None else None
 
 
-def _authorizer(token: str | None) -> Callable[[Request], Awaitable[None]]:
-    """A dependency checking ``Authorization: Bearer <token>`` (or Basic ``token:<token>``)."""
-
-    async def authorize(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                credential = base64.b64decode(credential).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
-                credential = ""
-        elif scheme.lower() != "bearer":
-            credential = ""
-        if not credential:
-            raise EndpointError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
-        if not secrets.compare_digest(credential.strip().encode(), token.encode()):
-            raise EndpointError(401, "UNAUTHENTICATED", "Invalid access token.")
-
-    return authorize
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
@@ -401,7 +379,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.registry = registry
-    auth = [Depends(_authorizer(token))]
+    authorizer = Authorizer(token)
+    auth = [Depends(authorizer.dependency())]
+    install_playground(app, authorizer)
 
     @app.exception_handler(EndpointError)
     async def serving_error(_request: Request, error: EndpointError) -> JSONResponse:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from langchain_servingx.local.__main__ import NO_AUTH_TOKEN, playground_url
+
 __all__ = ["EndpointStartError", "LocalEndpoint", "main"]
 
 
@@ -76,6 +78,11 @@ class LocalEndpoint:
         )
         self.host, self.token = values["DATABRICKS_HOST"], values["DATABRICKS_TOKEN"]
         return self
+
+    @property
+    def playground_url(self) -> str:
+        """The playground page's address, with ``?token=`` when authentication is on."""
+        return playground_url(self.host, None if self.token == NO_AUTH_TOKEN else self.token)
 
     def env(self) -> dict[str, str]:
         """The variables a client needs to reach this endpoint."""
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         sys.stderr.write(f"servingx-local: ready on {endpoint.host}\n")
+        sys.stderr.write(f"servingx-local: playground {endpoint.playground_url}\n")
         return subprocess.call(command, env={**os.environ, **endpoint.env()})  # noqa: S603
     except KeyboardInterrupt:
         return 130

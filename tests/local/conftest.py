@@ -37,11 +37,12 @@ _EXTRA = (
 MISSING = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
 # Modules that need no model runtime (proxies to a fake upstream, pure units): they run
 # in the offline `make test`, not as `local` tests.
-OFFLINE = {"test_limits.py", "test_faults.py", "test_gateway.py"}
+OFFLINE = {"test_limits.py", "test_faults.py", "test_gateway.py", "test_auth.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    selected = "local" in (config.getoption("markexpr") or "")
+    markexpr = config.getoption("markexpr") or ""
+    selected = "local" in markexpr or "ui" in markexpr
     for item in items:
         if HERE not in Path(str(item.path)).parents or Path(str(item.path)).name in OFFLINE:
             continue

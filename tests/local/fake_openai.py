@@ -3,7 +3,8 @@
 It answers ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` with
 canned bodies (or SSE streams), records what it received, and fails on request: a
 message or prompt containing ``FAIL429`` gets a 429 with ``Retry-After``, ``FAIL500`` a 500,
-and every request for a model in ``down`` gets a 503.
+every request for a model in ``down`` gets a 503, and a streamed chat whose messages contain
+``REASON`` starts with a reasoning block.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route annotations, and
@@ -16,6 +17,11 @@ import time
 from typing import Any
 
 BodyList = list[dict[str, Any]]
+REASONING = {
+    "type": "reasoning",
+    "summary": [{"type": "summary_text", "text": "Weighing the greeting.", "signature": "sig-1"}],
+}
+"""What a streamed chat answer starts with when a message contains ``REASON``."""
 
 
 class FakeOpenAI:
@@ -83,13 +89,16 @@ class FakeOpenAI:
                 return refused
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
             if body.get("stream"):
+                contents: list[Any] = ["Hello", " from upstream"]
+                if "REASON" in json.dumps(body["messages"]):
+                    contents.insert(0, [REASONING])  # a reasoning model's list form
                 chunks: BodyList = [
                     {
                         **base,
                         "object": "chat.completion.chunk",
-                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}],
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": c}}],
                     }
-                    for text in ("Hello", " from upstream")
+                    for c in contents
                 ]
                 chunks.append(
                     {

@@ -61,6 +61,7 @@ def test_clean_exit_on_signals(tmp_path: Path, sig: signal.Signals) -> None:
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert f"export DATABRICKS_HOST={host}" in output
+    assert f"servingx-local: playground {host}/\n" in output  # --no-auth: no token to show
     assert "Traceback" not in output
     assert "stopped" in output
     assert not ready.exists()
@@ -75,6 +76,8 @@ def test_token_option_and_printed_credentials(tmp_path: Path) -> None:
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, headers={"Authorization": "Bearer dapi-chosen"}).status_code == 200
         assert "export DATABRICKS_TOKEN=dapi-chosen" in endpoint.log()
+        assert f"servingx-local: playground {endpoint.host}/?token=dapi-chosen" in endpoint.log()
+        assert endpoint.playground_url == f"{endpoint.host}/?token=dapi-chosen"
 
 
 @pytest.mark.parametrize(
