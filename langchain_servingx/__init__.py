@@ -21,6 +21,7 @@ from langchain_servingx.embeddings import ServingEmbeddings
 from langchain_servingx.llms import ServingLLM
 
 __all__ = [
+    "AIQueryError",
     "ChatServing",
     "ServingAuthenticationError",
     "ServingConfigurationError",
@@ -38,4 +39,18 @@ __all__ = [
     "ServingStreamError",
     "ServingTimeoutError",
     "__version__",
+    "aai_query",
+    "ai_query",
+    "register_ai_query",
 ]
+
+_BATCH = frozenset({"AIQueryError", "aai_query", "ai_query", "register_ai_query"})
+
+
+def __getattr__(name: str) -> object:
+    # Batch inference lives in its own subpackage, imported on first use only.
+    if name in _BATCH:
+        from langchain_servingx import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

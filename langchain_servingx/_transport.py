@@ -150,6 +150,8 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 60.0
     retry_read_timeouts: bool = False
+    retry_rate_limits: bool = True
+    """Off: a 429 is raised at once, for callers that pace themselves (`batch`)."""
 
     def delay(self, attempt: int, error: ServingError) -> float | None:
         """Seconds to wait before retry number `attempt + 1`, or None to give up."""
@@ -168,6 +170,8 @@ class RetryPolicy:
             return self.retry_read_timeouts
         if isinstance(error, ServingConnectionError):
             return True
+        if error.status_code == 429:
+            return self.retry_rate_limits
         return error.status_code in _RETRY_STATUSES
 
 
@@ -296,11 +300,18 @@ class InvocationTransport:
         response = self._send(request, endpoint, stream=False)
         return _decode(response, endpoint)
 
-    async def ainvoke(self, task: Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Async `invoke`."""
+    async def ainvoke(
+        self,
+        task: Task,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Async `invoke`; `retry` replaces the transport's policy for this call."""
         client = self.aclient
         request = self._build(client, task, endpoint, body)
-        response = await self._asend(client, request, endpoint, stream=False)
+        response = await self._asend(client, request, endpoint, stream=False, retry=retry)
         return _decode(response, endpoint)
 
     def stream(self, task: Task, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -366,7 +377,13 @@ class InvocationTransport:
             attempt += 1
 
     async def _asend(
-        self, client: httpx.AsyncClient, request: httpx.Request, endpoint: str, *, stream: bool
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        endpoint: str,
+        *,
+        stream: bool,
+        retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -381,12 +398,14 @@ class InvocationTransport:
                 await response.aread()
                 await response.aclose()
                 error = _response_error(response, endpoint)
-            await asyncio.sleep(self._retry_delay(attempt, error))
+            await asyncio.sleep(self._retry_delay(attempt, error, retry))
             attempt += 1
 
-    def _retry_delay(self, attempt: int, error: ServingError) -> float:
+    def _retry_delay(
+        self, attempt: int, error: ServingError, retry: RetryPolicy | None = None
+    ) -> float:
         """Seconds to wait before retrying after `error`; raises it when not retrying."""
-        delay = self.retry.delay(attempt, error)
+        delay = (retry or self.retry).delay(attempt, error)
         if delay is None:
             raise error
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))

@@ -24,6 +24,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     raw: bytes
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def json(self) -> Any:
@@ -42,6 +44,12 @@ class Reply:
     delay: float = 0.0
     events: list[bytes] | None = None  # SSE frames, written one by one
     event_delay: float = 0.0
+    drop: bool = False  # close the connection without answering
+
+    @classmethod
+    def dropped(cls) -> Reply:
+        """No answer at all: the server closes the connection."""
+        return cls(drop=True)
 
     @classmethod
     def json(
@@ -182,6 +190,8 @@ class ServingTestServer:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     raw,
+                    self.client_address[:2],
+                    time.monotonic(),
                 )
                 with server._lock:
                     server.requests.append(request)
@@ -199,6 +209,9 @@ class ServingTestServer:
                         server.in_flight -= 1
 
             def _write(self, reply: Reply) -> None:
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
