@@ -5,11 +5,13 @@ from langchain_servingx._errors import (
     ServingConfigurationError,
     ServingConnectionError,
     ServingContextOverflowError,
+    ServingDeadlineExceededError,
     ServingError,
     ServingInvalidRequestError,
     ServingNotFoundError,
     ServingPermissionDeniedError,
     ServingRateLimitError,
+    ServingReadTimeoutError,
     ServingResponseError,
     ServingServerError,
     ServingStreamError,
@@ -19,14 +21,18 @@ from langchain_servingx._version import __version__
 from langchain_servingx.chat_models import ChatServing
 from langchain_servingx.embeddings import ServingEmbeddings
 from langchain_servingx.llms import ServingLLM
+from langchain_servingx.workspace import EndpointInfo, ServedEntity, ServingWorkspace
 
 __all__ = [
     "AIQueryError",
     "ChatServing",
+    "EndpointInfo",
+    "ServedEntity",
     "ServingAuthenticationError",
     "ServingConfigurationError",
     "ServingConnectionError",
     "ServingContextOverflowError",
+    "ServingDeadlineExceededError",
     "ServingEmbeddings",
     "ServingError",
     "ServingInvalidRequestError",
@@ -34,10 +40,12 @@ __all__ = [
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
     "ServingRateLimitError",
+    "ServingReadTimeoutError",
     "ServingResponseError",
     "ServingServerError",
     "ServingStreamError",
     "ServingTimeoutError",
+    "ServingWorkspace",
     "__version__",
     "aai_query",
     "ai_query",

@@ -1,87 +1,45 @@
-"""The fields every public class shares, and the lazy link from them to one transport.
+"""The fields every public class shares, and the lazy link from them to a workspace.
 
 `ChatServing`, `ServingEmbeddings` and `ServingLLM` inherit these fields so that addressing,
-credentials, timeouts and retries are declared, documented and validated exactly once.
+credentials, timeouts and retries are declared, documented and validated exactly once (in
+`ConnectionFields`). A model either shares a `ServingWorkspace` (`workspace=`) or builds
+its own from its fields on first use, and closes only the one it built.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
-import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from typing_extensions import Self
 
-from langchain_servingx._config import ENV_CLIENT_SECRET, ENV_TOKEN, resolve_settings
+from langchain_servingx._config import ENV_CLIENT_SECRET, ENV_TOKEN
 from langchain_servingx._errors import ServingConfigurationError
-from langchain_servingx._transport import (
-    EndpointAddress,
-    InvocationTransport,
-    RetryPolicy,
-    check_endpoint_name,
-)
+from langchain_servingx._transport import InvocationTransport, check_endpoint_name
+from langchain_servingx.workspace import CONNECTION_FIELDS, ConnectionFields, ServingWorkspace
 
-__all__ = ["ServingClientBase"]
+__all__ = ["GenerationFields", "ServingClientBase", "check_n", "check_single_choice"]
 
-_TRANSPORT_LOCK = threading.Lock()
+_LOCK = threading.Lock()
 
 
-class ServingClientBase(BaseModel):
+class ServingClientBase(ConnectionFields):
     """Endpoint, addressing, credentials and network behaviour of a serving client."""
-
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     endpoint: str = Field(alias="model")
     """Serving endpoint name (alias `model`), e.g. `"databricks-claude-sonnet-4"`."""
 
-    host: str | None = None
-    """Workspace URL; default `DATABRICKS_HOST`, then the config profile."""
-
-    token: SecretStr | None = Field(default=None, alias="api_key")
-    """Personal access token (alias `api_key`); default `DATABRICKS_TOKEN`, then the profile."""
-
-    client_id: str | None = None
-    """OAuth machine-to-machine client id; default `DATABRICKS_CLIENT_ID`."""
-
-    client_secret: SecretStr | None = None
-    """OAuth machine-to-machine client secret; default `DATABRICKS_CLIENT_SECRET`."""
-
-    profile: str | None = None
-    """`~/.databrickscfg` profile; default `DATABRICKS_CONFIG_PROFILE`, then `[DEFAULT]`."""
-
-    auth: httpx.Auth | None = Field(default=None, exclude=True, repr=False)
-    """Any other auth scheme as an `httpx.Auth`; replaces token and OAuth resolution."""
-
     served_model: str | None = None
     """Query one served model behind the endpoint (`/served-models/{name}/invocations`)."""
 
-    openai_compatible: bool = False
-    """Use the host's OpenAI-compatible routes (`/serving-endpoints/chat/completions`)."""
+    workspace: ServingWorkspace | None = Field(default=None, exclude=True)
+    """A connection shared with other models; without it, the connection fields build
+    this model's own (set one or the other, not both)."""
 
-    base_url: str | None = None
-    """Any other OpenAI-compatible server (vLLM, llama.cpp): `{base_url}/chat/completions`."""
-
-    timeout: float | None = 300.0
-    """Seconds to wait for an answer (connecting waits at most 10 s); None waits forever."""
-
-    max_retries: int = Field(default=3, ge=0)
-    """Retries on 429, 500, 502, 503, 504 and connection errors, with backoff and jitter."""
-
-    retry_read_timeouts: bool = False
-    """Also retry read timeouts. Off: the server may still run and bill the first attempt."""
-
-    allow_insecure_http: bool = False
-    """Allow sending credentials over plain http to a non-loopback host."""
-
-    _transport: InvocationTransport | None = PrivateAttr(default=None)
+    _own: ServingWorkspace | None = PrivateAttr(default=None)
 
     @field_validator("served_model")
     @classmethod
@@ -90,6 +48,8 @@ class ServingClientBase(BaseModel):
 
     @model_validator(mode="after")
     def _valid_endpoint(self) -> ServingClientBase:
+        if self.workspace is not None:
+            _refuse_both(self.model_fields_set)
         self._check_endpoint(self.endpoint)
         return self
 
@@ -97,7 +57,8 @@ class ServingClientBase(BaseModel):
         # On the OpenAI-compatible routes the name travels in the body, and model names
         # there often hold a "/" ("meta-llama/Llama-3.1-8B-Instruct"); elsewhere it is a
         # path segment and must be one.
-        if self.base_url is None and not self.openai_compatible:
+        connection = self.workspace or self
+        if connection.base_url is None and not connection.openai_compatible:
             return check_endpoint_name(name)
         if not isinstance(name, str) or not name.strip():
             raise ServingConfigurationError(f"model name must be a non-empty string, got {name!r}")
@@ -108,45 +69,38 @@ class ServingClientBase(BaseModel):
         """Secret fields and the environment variables that provide them."""
         return {"token": ENV_TOKEN, "client_secret": ENV_CLIENT_SECRET}
 
+    # -- the connection ----------------------------------------------------------------
+
+    @property
+    def connection(self) -> ServingWorkspace:
+        """The workspace requests go through: `workspace`, or this model's own."""
+        if self.workspace is not None:
+            return self.workspace
+        own = self._own
+        if own is None:
+            with _LOCK:
+                if self._own is None:
+                    fields = {name: getattr(self, name) for name in CONNECTION_FIELDS}
+                    self._own = ServingWorkspace(**fields)
+                own = self._own
+        return own
+
     @property
     def transport(self) -> InvocationTransport:
-        """The instance's transport, built (and configuration resolved) on first use."""
-        transport = self._transport
-        if transport is None:
-            with _TRANSPORT_LOCK:
-                if self._transport is None:
-                    self._transport = self._build_transport()
-                transport = self._transport
-        return transport
+        """The transport, built (and configuration resolved) on first use."""
+        return self.connection.transport
 
-    def _build_transport(self) -> InvocationTransport:
-        settings = resolve_settings(
-            host=self.host,
-            token=self.token,
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            profile=self.profile,
-            # DATABRICKS_* credentials belong to the workspace, never to another server.
-            workspace=self.base_url is None,
-        )
-        address = EndpointAddress.build(
-            host=settings.host,
-            base_url=self.base_url,
-            served_model=self.served_model,
-            openai_compatible=self.openai_compatible,
-        )
-        return InvocationTransport(
-            settings,
-            address,
-            timeout=self.timeout,
-            retry=RetryPolicy(
-                max_retries=self.max_retries, retry_read_timeouts=self.retry_read_timeouts
-            ),
-            auth=self.auth,
-            allow_insecure_http=self.allow_insecure_http,
-            # A generic OpenAI-compatible server may need no credentials at all.
-            require_credentials=self.base_url is None,
-        )
+    def _reset_connection(self) -> None:
+        """Forget the own workspace and what was learnt through it (a copy, new settings).
+
+        Done under the lock, so a concurrent first use cannot install a workspace built
+        from the old settings after this.
+        """
+        with _LOCK:
+            old, self._own = self._own, None
+        self._forget()
+        if old is not None:
+            old.close()
 
     def _endpoint_for(self, override: Any) -> str:
         """The endpoint a call goes to: a per-call `model=` wins over the instance's."""
@@ -155,25 +109,129 @@ class ServingClientBase(BaseModel):
         return self._check_endpoint(str(override))
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in CONNECTION_FIELDS and self.workspace is not None:
+            _refuse_both({name})
+        if name == "workspace" and value is not None:
+            _refuse_both(self.model_fields_set)
         super().__setattr__(name, value)
-        if name in _TRANSPORT_FIELDS and self._transport is not None:
-            self._transport = None  # rebuilt with the new settings on next use
+        if name in CONNECTION_FIELDS or name in ("workspace", "served_model"):
+            self._reset_connection()  # rebuilt with the new settings on next use
+
+    def __copy__(self) -> Self:
+        copied = super().__copy__()
+        copied.__pydantic_private__ = {**(copied.__pydantic_private__ or {}), "_own": None}
+        copied._forget()
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        copied = super().__deepcopy__(memo)
+        copied.__pydantic_private__ = {**(copied.__pydantic_private__ or {}), "_own": None}
+        copied._forget()
+        return copied
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with its own connection (and `update` applied, checked like `__init__`)."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update and copied.workspace is not None:
+            _refuse_both(set(update) | copied.model_fields_set)
+        return copied
+
+    def _forget(self) -> None:
+        """Hook: drop what was learnt about endpoints (a subclass's caches)."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this model's own connections (a shared `workspace` is closed by its owner)."""
+        if self._own is not None:
+            self._own.close()
+
+    async def aclose(self) -> None:
+        """Async `close`."""
+        if self._own is not None:
+            await self._own.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
-_TRANSPORT_FIELDS = frozenset(
-    {
-        "host",
-        "token",
-        "client_id",
-        "client_secret",
-        "profile",
-        "auth",
-        "served_model",
-        "openai_compatible",
-        "base_url",
-        "timeout",
-        "max_retries",
-        "retry_read_timeouts",
-        "allow_insecure_http",
-    }
-)
+class GenerationFields(BaseModel):
+    """Sampling parameters shared by `ChatServing` and `ServingLLM`.
+
+    Unset ones are not sent, so the endpoint's own defaults apply (some reject `temperature`).
+    """
+
+    temperature: float | None = None
+    """Sampling temperature (0-2)."""
+
+    max_tokens: int | None = None
+    """Most tokens to generate."""
+
+    stop: list[str] | None = None
+    """Stop sequences; a per-call `stop` replaces them."""
+
+    n: int | None = Field(default=None, ge=1)
+    """Completions per prompt; each becomes one generation (`invoke` only, not streams)."""
+
+    top_p: float | None = None
+    """Nucleus sampling."""
+
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    """Merged into the request body, e.g. `{"thinking": {...}}` or `{"top_k": 40}`."""
+
+    streaming: bool = False
+    """Stream under `invoke` too (callbacks see tokens as they arrive)."""
+
+    @property
+    def _default_params(self) -> dict[str, Any]:
+        """The parameters that are set, in wire names, `extra_params` merged in last."""
+        params = {
+            key: value
+            for key in ("temperature", "max_tokens", "n", "top_p", "stop")
+            if (value := getattr(self, key)) is not None and value != []
+        }
+        params.update(self.extra_params)
+        return params
+
+
+def check_n(n: Any, endpoint: str) -> None:
+    """Refuse an `n` (choices per prompt) that is not a positive integer."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"endpoint {endpoint!r}: n must be a positive integer, got {n!r}")
+
+
+def check_single_choice(body: dict[str, Any], endpoint: str) -> None:
+    """Refuse to stream with `n > 1`: a LangChain stream carries one choice."""
+    if body.get("n", 1) != 1:
+        raise ValueError(
+            f"endpoint {endpoint!r}: a stream carries one choice; n={body['n']} "
+            "needs invoke (or generate) without streaming"
+        )
+
+
+def _refuse_both(fields_set: set[str]) -> None:
+    both = sorted(fields_set & CONNECTION_FIELDS)
+    if both:
+        raise ServingConfigurationError(
+            f"{', '.join(both)} cannot be set together with workspace=: "
+            "configure the connection on the ServingWorkspace"
+        )

@@ -60,7 +60,6 @@ class ConnectionSettings:
 
     host: str | None
     credential: SecretStr | ClientCredentials | None
-    source: str
 
 
 @dataclass(frozen=True)
@@ -137,12 +136,9 @@ def resolve_settings(
             return ConnectionSettings(
                 host=normalize_url(resolved_host) if resolved_host else None,
                 credential=credential,
-                source=layer.name,
             )
     return ConnectionSettings(
-        host=normalize_url(resolved_host) if resolved_host else None,
-        credential=None,
-        source="nowhere",
+        host=normalize_url(resolved_host) if resolved_host else None, credential=None
     )
 
 

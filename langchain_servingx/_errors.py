@@ -35,6 +35,7 @@ __all__ = [
     "ServingNotFoundError",
     "ServingPermissionDeniedError",
     "ServingRateLimitError",
+    "ServingReadTimeoutError",
     "ServingResponseError",
     "ServingServerError",
     "ServingStreamError",
@@ -129,6 +130,16 @@ class ServingServerError(ServingError, ModelAPIError):
 
 class ServingTimeoutError(ServingError, ModelTimeoutError):
     """The request ran past a time limit: 408 or 504 from the server, or `timeout` here."""
+
+
+class ServingReadTimeoutError(ServingTimeoutError):
+    """The request went out and no answer came within `timeout`.
+
+    Not retryable (`is_retryable` is False): the server may still be running, and billing,
+    the generation; the transport retries it only with `retry_read_timeouts=True`.
+    """
+
+    is_retryable = False
 
 
 class ServingDeadlineExceededError(ServingTimeoutError, ServingServerError):

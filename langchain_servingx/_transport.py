@@ -1,9 +1,10 @@
-"""The invocation transport: the one place that speaks HTTP for every public class.
+"""The transport: the one place that speaks HTTP for every public class and the workspace.
 
-It knows addresses (`EndpointAddress`), owns one pooled sync and one async `httpx` client
-per model instance (created on first use, left out of pickles), retries what is safe to
-retry, parses server-sent events and turns every failure into a typed `ServingError`.
-It knows nothing of LangChain: callers hand it a JSON body and get JSON objects back.
+It knows addresses (`EndpointAddress`), uses one pool of `httpx` clients per workspace
+(`ClientPool`: created on first use, left out of pickles, closed with `close()`), retries
+what is safe to retry, parses server-sent events and turns every failure into a typed
+`ServingError`. It knows nothing of LangChain: callers hand it a JSON body and get JSON
+objects back.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import asyncio
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
+from langchain_servingx import contract
 from langchain_servingx._auth import BearerTokenAuth, ClientCredentialsAuth
+from langchain_servingx._clients import ClientPool
 from langchain_servingx._config import (
     MISSING_CREDENTIALS_HINT,
     ClientCredentials,
@@ -33,7 +35,11 @@ from langchain_servingx._config import (
 from langchain_servingx._errors import (
     ServingConfigurationError,
     ServingConnectionError,
+    ServingContextOverflowError,
     ServingError,
+    ServingInvalidRequestError,
+    ServingNotFoundError,
+    ServingReadTimeoutError,
     ServingResponseError,
     ServingStreamError,
     ServingTimeoutError,
@@ -41,19 +47,19 @@ from langchain_servingx._errors import (
 )
 from langchain_servingx._version import __version__
 
-__all__ = ["EndpointAddress", "InvocationTransport", "RetryPolicy", "Task", "check_endpoint_name"]
+__all__ = [
+    "EndpointAddress",
+    "ErrorExplainer",
+    "InvocationTransport",
+    "RetryPolicy",
+    "check_endpoint_name",
+]
 
 logger = logging.getLogger("langchain_servingx")
 
-Task = Literal["chat", "completions", "embeddings"]
-_OPENAI_PATHS: dict[str, str] = {
-    "chat": "/chat/completions",
-    "completions": "/completions",
-    "embeddings": "/embeddings",
-}
+Task = contract.Task
 _USER_AGENT = f"langchain-servingx/{__version__}"
 _URL_CACHE_SIZE = 256
-_FORBIDDEN_IN_NAMES = ("/", "\\", "?", "#", "%")
 
 
 # --------------------------------------------------------------------------------------
@@ -63,69 +69,79 @@ _FORBIDDEN_IN_NAMES = ("/", "\\", "?", "#", "%")
 
 def check_endpoint_name(name: str, what: str = "endpoint") -> str:
     """Refuse names that could change the URL path instead of naming one endpoint."""
-    if not isinstance(name, str) or not name:
-        raise ServingConfigurationError(f"{what} name must be a non-empty string, got {name!r}")
-    bad = [c for c in _FORBIDDEN_IN_NAMES if c in name]
-    if bad or name in (".", "..") or any(c.isspace() or ord(c) < 32 for c in name):
-        raise ServingConfigurationError(
-            f"{what} name {name!r} is not a valid path segment "
-            "(no '/', '\\', '?', '#', '%', whitespace, '.' or '..')"
-        )
+    problem = contract.name_problem(name)
+    if problem is not None:
+        raise ServingConfigurationError(f"{what} name {name!r} {problem}")
     return name
 
 
 @dataclass(frozen=True)
 class EndpointAddress:
-    """How one endpoint is addressed: the route and whether the body names the model.
+    """How endpoints are addressed: the route root and whether the body names the model.
 
     - native: `{host}/serving-endpoints/{endpoint}/invocations`
-    - `served_model`: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
+    - a served model: `{host}/serving-endpoints/{endpoint}/served-models/{served}/invocations`
     - `openai_compatible`: `{host}/serving-endpoints/chat/completions` with `"model"` in the body
     - `base_url`: any OpenAI-compatible server, `{base_url}/chat/completions`, `"model"` in body
+
+    `host` is the workspace (None for a `base_url` server): the listing API lives there.
     """
 
     root: str
-    served_model: str | None = None
     openai_compatible: bool = False
+    host: str | None = None
 
     @classmethod
     def build(
-        cls,
-        *,
-        host: str | None,
-        base_url: str | None,
-        served_model: str | None,
-        openai_compatible: bool,
+        cls, *, host: str | None, base_url: str | None, openai_compatible: bool
     ) -> EndpointAddress:
         """Validate one addressing choice and return the address."""
         if base_url is not None:
-            if served_model is not None:
-                raise ServingConfigurationError("served_model cannot be combined with base_url")
             return cls(normalize_url(base_url), openai_compatible=True)
         if host is None:
             raise ServingConfigurationError(
                 "no host configured: set DATABRICKS_HOST, pass host=, name a ~/.databrickscfg "
                 "profile, or pass base_url= for another OpenAI-compatible server"
             )
-        if served_model is not None:
-            if openai_compatible:
-                raise ServingConfigurationError(
-                    "served_model addresses the native invocations route; "
-                    "it cannot be combined with openai_compatible=True"
-                )
-            check_endpoint_name(served_model, "served model")
-        return cls(host + "/serving-endpoints", served_model, openai_compatible)
+        return cls(host + "/serving-endpoints", openai_compatible, host)
 
-    def url(self, task: Task, endpoint: str) -> str:
-        """The URL to POST to for `task` on `endpoint`."""
+    def check_served_model(self, served_model: str | None) -> None:
+        """Refuse a served model this address cannot reach."""
+        if served_model is None:
+            return
+        if self.host is None:
+            raise ServingConfigurationError("served_model cannot be combined with base_url")
         if self.openai_compatible:
-            return self.root + _OPENAI_PATHS[task]
+            raise ServingConfigurationError(
+                "served_model addresses the native invocations route; "
+                "it cannot be combined with openai_compatible=True"
+            )
+        check_endpoint_name(served_model, "served model")
+
+    def url(self, task: Task, endpoint: str, served_model: str | None = None) -> str:
+        """The URL to POST to for `task` on `endpoint` (or one of its served models)."""
+        if self.openai_compatible:
+            path = contract.OPENAI_PATHS.get(task)
+            if path is None:
+                raise ServingConfigurationError(
+                    f"task {task} has no OpenAI-compatible route; use the native route"
+                )
+            return self.root + path
+        self.check_served_model(served_model)
         # Checked here too, not only by the callers: this is the one place a name becomes
         # a path segment, and httpx resolves a bare ".." segment instead of sending it.
         url = f"{self.root}/{quote(check_endpoint_name(endpoint), safe='')}"
-        if self.served_model is not None:
-            url += f"/served-models/{quote(self.served_model, safe='')}"
+        if served_model is not None:
+            url += f"/served-models/{quote(served_model, safe='')}"
         return url + "/invocations"
+
+    def api_url(self, path: str) -> str:
+        """`{host}/api/2.0/{path}`: the workspace REST API (the listing)."""
+        if self.host is None:
+            raise ServingConfigurationError(
+                "a base_url server has no workspace API (listing endpoints needs host=)"
+            )
+        return f"{self.host}/api/2.0/{path}"
 
 
 # --------------------------------------------------------------------------------------
@@ -153,9 +169,12 @@ class RetryPolicy:
     retry_rate_limits: bool = True
     """Off: a 429 is raised at once, for callers that pace themselves (`batch`)."""
 
-    def delay(self, attempt: int, error: ServingError) -> float | None:
-        """Seconds to wait before retry number `attempt + 1`, or None to give up."""
-        if attempt >= self.max_retries or not self._retryable(error):
+    def delay(self, attempt: int, error: ServingError, *, idempotent: bool = False) -> float | None:
+        """Seconds to wait before retry number `attempt + 1`, or None to give up.
+
+        `idempotent` requests (GET) are retried after a read timeout too: nothing re-runs.
+        """
+        if attempt >= self.max_retries or not self._retryable(error, idempotent):
             return None
         backoff = random.uniform(0, min(self.max_delay, self.initial_delay * 2**attempt))  # noqa: S311
         retry_after: float | None = getattr(error, "retry_after", None)
@@ -165,18 +184,16 @@ class RetryPolicy:
             return max(retry_after, backoff)
         return backoff
 
-    def _retryable(self, error: ServingError) -> bool:
-        if isinstance(error, _ReadTimeoutError):
-            return self.retry_read_timeouts
+    def _retryable(self, error: ServingError, idempotent: bool) -> bool:
+        if isinstance(error, ServingReadTimeoutError):
+            return idempotent or self.retry_read_timeouts
         if isinstance(error, ServingConnectionError):
             return True
+        if isinstance(error, ServingTimeoutError) and error.status_code is None:
+            return True  # connect, write or pool timeout: no complete request reached the server
         if error.status_code == 429:
             return self.retry_rate_limits
         return error.status_code in _RETRY_STATUSES
-
-
-class _ReadTimeoutError(ServingTimeoutError):
-    """Internal marker: the request was sent and no answer came in time."""
 
 
 # --------------------------------------------------------------------------------------
@@ -184,12 +201,24 @@ class _ReadTimeoutError(ServingTimeoutError):
 # --------------------------------------------------------------------------------------
 
 
-class InvocationTransport:
-    """POST JSON to serving endpoints, plain or streamed, with retries and typed errors.
+class ErrorExplainer(Protocol):
+    """Adds what the workspace knows to a 400/404 (another task, no such endpoint)."""
 
-    One instance per model object. Clients are created lazily: the sync one once, the async
-    one once per event loop (an `httpx.AsyncClient` must not outlive the loop it ran on).
-    Pickling keeps the configuration and drops the clients.
+    def explain(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        """The error to raise instead of `error`."""
+        ...
+
+    async def aexplain(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        """Async `explain`."""
+        ...
+
+
+class InvocationTransport:
+    """Send JSON to a workspace's endpoints and API, plain or streamed, with typed errors.
+
+    One instance per `ServingWorkspace`, shared by every model on it. Clients live in a
+    `ClientPool` (the sync one once, an async one per event loop); pickling keeps the
+    configuration and drops the clients.
     """
 
     def __init__(
@@ -202,29 +231,29 @@ class InvocationTransport:
         auth: httpx.Auth | None = None,
         allow_insecure_http: bool = False,
         require_credentials: bool = True,
+        explainer: ErrorExplainer | None = None,
     ) -> None:
         self.address = address
         self.retry = retry
         self.timeout = httpx.Timeout(timeout, connect=min(timeout or 10.0, 10.0))
+        self.explainer = explainer
         self._auth = auth if auth is not None else _auth_from(settings, require_credentials)
         if self._auth is not None and not allow_insecure_http:
             _refuse_cleartext(address.root)
             if isinstance(self._auth, ClientCredentialsAuth):
                 # The client secret goes to the host, which base_url may not be.
                 _refuse_cleartext(self._auth.token_url)
-        self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
-        self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._urls: dict[tuple[str, str], httpx.URL] = {}
+        self._pool = ClientPool(self._client_kwargs)
+        self._urls: dict[tuple[str, str, str | None], httpx.URL] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_lock=None, _client=None, _aclients={}, _urls={})
+        state.update(_pool=None, _urls={})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._pool = ClientPool(self._client_kwargs)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -239,40 +268,28 @@ class InvocationTransport:
     @property
     def client(self) -> httpx.Client:
         """The pooled sync client, created on first use."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(**self._client_kwargs())
-                client = self._client
-        return client
+        return self._pool.client
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
+    async def aclient(self) -> httpx.AsyncClient:
         """The pooled async client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            with self._lock:
-                for old in [lp for lp in self._aclients if lp.is_closed()]:
-                    del self._aclients[old]
-                client = self._aclients.setdefault(loop, httpx.AsyncClient(**self._client_kwargs()))
-        return client
+        return await self._pool.aclient()
 
     def close(self) -> None:
-        """Close the sync client (async clients close with their loops)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close every client this transport opened (async ones on their own loops)."""
+        self._pool.close()
 
-    # -- requests ----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Async `close`."""
+        await self._pool.aclose()
 
-    def _url(self, task: Task, endpoint: str) -> httpx.URL:
+    # -- invocations -------------------------------------------------------------------
+
+    def _url(self, task: Task, endpoint: str, served_model: str | None) -> httpx.URL:
         """The parsed URL for `task` on `endpoint`, cached: most calls repeat one endpoint."""
-        key = (task, endpoint)
+        key = (task, endpoint, served_model)
         url = self._urls.get(key)
         if url is None:
-            url = httpx.URL(self.address.url(task, endpoint))
+            url = httpx.URL(self.address.url(task, endpoint, served_model))
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[key] = url
         return url
@@ -283,21 +300,30 @@ class InvocationTransport:
         task: Task,
         endpoint: str,
         body: dict[str, Any],
+        served_model: str | None,
     ) -> httpx.Request:
         if self.address.openai_compatible:
             body["model"] = endpoint
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return client.build_request(
             "POST",
-            self._url(task, endpoint),
+            self._url(task, endpoint, served_model),
             content=content,
             headers={"Content-Type": "application/json"},
         )
 
-    def invoke(self, task: Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    def invoke(
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+    ) -> dict[str, Any]:
         """POST `body` and return the decoded JSON answer."""
-        request = self._build(self.client, task, endpoint, body)
-        response = self._send(request, endpoint, stream=False)
+        request = self._build(self.client, task, endpoint, body, served_model)
+        try:
+            response = self._send(request, endpoint, stream=False)
+        except ServingError as error:
+            explained = self._explained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         return _decode(response, endpoint)
 
     async def ainvoke(
@@ -306,19 +332,34 @@ class InvocationTransport:
         endpoint: str,
         body: dict[str, Any],
         *,
+        served_model: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> dict[str, Any]:
         """Async `invoke`; `retry` replaces the transport's policy for this call."""
-        client = self.aclient
-        request = self._build(client, task, endpoint, body)
-        response = await self._asend(client, request, endpoint, stream=False, retry=retry)
+        client = await self.aclient()
+        request = self._build(client, task, endpoint, body, served_model)
+        try:
+            response = await self._asend(client, request, endpoint, stream=False, retry=retry)
+        except ServingError as error:
+            explained = await self._aexplained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         return _decode(response, endpoint)
 
-    def stream(self, task: Task, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """POST `body` with `"stream": true` and yield each event's JSON object."""
         body["stream"] = True
-        request = self._build(self.client, task, endpoint, body)
-        response = self._send(request, endpoint, stream=True)
+        request = self._build(self.client, task, endpoint, body, served_model)
+        try:
+            response = self._send(request, endpoint, stream=True)
+        except ServingError as error:
+            explained = self._explained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         try:
             reader = _StreamReader(endpoint)
             try:
@@ -335,13 +376,19 @@ class InvocationTransport:
             response.close()
 
     async def astream(
-        self, task: Task, endpoint: str, body: dict[str, Any]
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Async `stream`."""
         body["stream"] = True
-        client = self.aclient
-        request = self._build(client, task, endpoint, body)
-        response = await self._asend(client, request, endpoint, stream=True)
+        client = await self.aclient()
+        request = self._build(client, task, endpoint, body, served_model)
+        try:
+            response = await self._asend(client, request, endpoint, stream=True)
+        except ServingError as error:
+            explained = await self._aexplained(task, endpoint, error)
+            if explained is error:
+                raise
+            raise explained from error
         try:
             reader = _StreamReader(endpoint)
             try:
@@ -357,9 +404,80 @@ class InvocationTransport:
         finally:
             await response.aclose()
 
+    def _explained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        if self.explainer is None or not _explainable(error):
+            return error
+        return self.explainer.explain(task, endpoint, error)
+
+    async def _aexplained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
+        if self.explainer is None or not _explainable(error):
+            return error
+        return await self.explainer.aexplain(task, endpoint, error)
+
+    # -- the workspace API: method-generic, GET is idempotent ----------------------------
+
+    def _api_request(
+        self,
+        client: httpx.Client | httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+    ) -> httpx.Request:
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        return client.build_request(
+            method, self.address.api_url(path), content=content, headers=headers
+        )
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        """Call `{host}/api/2.0/{path}` and return its JSON object (`name`: for errors)."""
+        request = self._api_request(self.client, method, path, body)
+        response = self._send(
+            request, name, stream=False, idempotent=method == "GET", max_retries=max_retries
+        )
+        return _decode(response, name)
+
+    async def aapi(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        """Async `api`."""
+        client = await self.aclient()
+        request = self._api_request(client, method, path, body)
+        response = await self._asend(
+            client,
+            request,
+            name,
+            stream=False,
+            idempotent=method == "GET",
+            max_retries=max_retries,
+        )
+        return _decode(response, name)
+
     # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
 
-    def _send(self, request: httpx.Request, endpoint: str, *, stream: bool) -> httpx.Response:
+    def _send(
+        self,
+        request: httpx.Request,
+        endpoint: str | None,
+        *,
+        stream: bool,
+        idempotent: bool = False,
+        max_retries: int | None = None,
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
@@ -373,16 +491,18 @@ class InvocationTransport:
                 response.read()
                 response.close()
                 error = _response_error(response, endpoint)
-            time.sleep(self._retry_delay(attempt, error))
+            time.sleep(self._retry_delay(attempt, error, idempotent, max_retries))
             attempt += 1
 
     async def _asend(
         self,
         client: httpx.AsyncClient,
         request: httpx.Request,
-        endpoint: str,
+        endpoint: str | None,
         *,
         stream: bool,
+        idempotent: bool = False,
+        max_retries: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         attempt = 0
@@ -398,18 +518,38 @@ class InvocationTransport:
                 await response.aread()
                 await response.aclose()
                 error = _response_error(response, endpoint)
-            await asyncio.sleep(self._retry_delay(attempt, error, retry))
+            await asyncio.sleep(self._retry_delay(attempt, error, idempotent, max_retries, retry))
             attempt += 1
 
     def _retry_delay(
-        self, attempt: int, error: ServingError, retry: RetryPolicy | None = None
+        self,
+        attempt: int,
+        error: ServingError,
+        idempotent: bool,
+        max_retries: int | None,
+        retry: RetryPolicy | None = None,
     ) -> float:
-        """Seconds to wait before retrying after `error`; raises it when not retrying."""
-        delay = (retry or self.retry).delay(attempt, error)
+        """Seconds to wait before retrying after `error`; raises it when not retrying.
+
+        `retry` replaces the transport's policy for one call (the batch runner's, which
+        paces 429s itself).
+        """
+        delay = (
+            None
+            if max_retries is not None and attempt >= max_retries
+            else (retry or self.retry).delay(attempt, error, idempotent=idempotent)
+        )
         if delay is None:
             raise error
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
         return delay
+
+
+def _explainable(error: ServingError) -> bool:
+    """A 400 or 404 that could come from the wrong task or a missing endpoint."""
+    return isinstance(error, (ServingInvalidRequestError, ServingNotFoundError)) and not (
+        isinstance(error, ServingContextOverflowError) or error.status_code not in (400, 404)
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -440,18 +580,25 @@ def _refuse_cleartext(root: str) -> None:
         )
 
 
-def _transport_error(exc: Exception, endpoint: str) -> ServingError:
+def _transport_error(exc: Exception, endpoint: str | None) -> ServingError:
     if isinstance(exc, ServingError):
         return exc
     name = type(exc).__name__
     if isinstance(exc, httpx.ReadTimeout):
-        error: ServingError = _ReadTimeoutError(
+        error: ServingError = ServingReadTimeoutError(
             f"no response within the read timeout ({name}); not retried by default because "
             "the generation may still be running: raise timeout= or set retry_read_timeouts=True",
             endpoint=endpoint,
         )
-    elif isinstance(exc, httpx.TimeoutException):
+    elif isinstance(exc, httpx.ConnectTimeout):
         error = ServingConnectionError(f"timed out connecting ({name})", endpoint=endpoint)
+    elif isinstance(exc, httpx.WriteTimeout):
+        error = ServingTimeoutError(f"timed out sending the request ({name})", endpoint=endpoint)
+    elif isinstance(exc, httpx.PoolTimeout):
+        error = ServingTimeoutError(
+            f"no free connection in the pool in time ({name}): too many requests in flight",
+            endpoint=endpoint,
+        )
     elif isinstance(exc, httpx.TransportError):
         error = ServingConnectionError(
             f"cannot reach the endpoint ({name}: {exc})", endpoint=endpoint
@@ -462,7 +609,7 @@ def _transport_error(exc: Exception, endpoint: str) -> ServingError:
     return error
 
 
-def _response_error(response: httpx.Response, endpoint: str) -> ServingError:
+def _response_error(response: httpx.Response, endpoint: str | None) -> ServingError:
     return error_from_response(
         response.status_code, response.text, response.headers, endpoint=endpoint
     )
@@ -477,7 +624,7 @@ def _log(request: httpx.Request, response: httpx.Response, attempt: int) -> None
         logger.debug("POST %s -> %s (attempt %d)", request.url, response.status_code, attempt + 1)
 
 
-def _decode(response: httpx.Response, endpoint: str) -> dict[str, Any]:
+def _decode(response: httpx.Response, endpoint: str | None) -> dict[str, Any]:
     try:
         data = json.loads(response.content)
     except ValueError:

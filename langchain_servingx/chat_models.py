@@ -28,7 +28,13 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
-from langchain_servingx._base import ServingClientBase
+from langchain_servingx import contract
+from langchain_servingx._base import (
+    GenerationFields,
+    ServingClientBase,
+    check_n,
+    check_single_choice,
+)
 from langchain_servingx._errors import ServingResponseError
 from langchain_servingx._messages import (
     MODEL_PROVIDER,
@@ -44,7 +50,7 @@ _ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 _SIMPLE_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 
 
-class ChatServing(ServingClientBase, BaseChatModel):
+class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     """Chat model on a serving endpoint (`llm/v1/chat`), e.g. a foundation or external model.
 
     Setup: set `DATABRICKS_HOST` and `DATABRICKS_TOKEN` (or OAuth client credentials, or a
@@ -61,31 +67,6 @@ class ChatServing(ServingClientBase, BaseChatModel):
     `with_structured_output` work in chains and agents. Parameters left unset are not sent,
     so the endpoint's own defaults apply (some models reject e.g. `temperature`).
     """
-
-    # ----------------------------------------------------------------------------------
-    # Parameters
-    # ----------------------------------------------------------------------------------
-
-    temperature: float | None = None
-    """Sampling temperature (0-2); not sent unless set."""
-
-    max_tokens: int | None = None
-    """Most tokens to generate; not sent unless set."""
-
-    stop: list[str] | None = None
-    """Stop sequences; a per-call `stop` replaces them."""
-
-    n: int | None = None
-    """Completions per prompt (1-5); each becomes one generation."""
-
-    top_p: float | None = None
-    """Nucleus sampling; not sent unless set."""
-
-    extra_params: dict[str, Any] | None = None
-    """Merged into the request body, e.g. `{"thinking": {...}}` or `{"top_k": 40}`."""
-
-    streaming: bool = False
-    """Stream under `invoke` too (callbacks see tokens as they arrive)."""
 
     stream_usage: bool = True
     """Ask for usage in streams (`stream_options.include_usage`) and report it once."""
@@ -130,29 +111,17 @@ class ChatServing(ServingClientBase, BaseChatModel):
     # Request building
     # ----------------------------------------------------------------------------------
 
-    @property
-    def _default_params(self) -> dict[str, Any]:
-        """Constructor parameters that are set, in wire names."""
-        params: dict[str, Any] = {}
-        for key in ("temperature", "max_tokens", "n", "top_p"):
-            value = getattr(self, key)
-            if value is not None:
-                params[key] = value
-        if self.stop:
-            params["stop"] = self.stop
-        if self.extra_params:
-            params.update(self.extra_params)
-        return params
-
     def _request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         """Return the endpoint and body of one call; per-call kwargs win."""
         endpoint = self._endpoint_for(kwargs.pop("model", None))
+        kwargs.pop("stream_usage", None)  # a client-side switch, never a body field
         body = self._default_params
         body.update(kwargs)
         if stop is not None:
             body["stop"] = stop
+        check_n(body.get("n"), endpoint)
         body["messages"] = messages_to_wire(messages)
         return endpoint, body
 
@@ -161,6 +130,7 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> tuple[str, dict[str, Any]]:
         stream_usage = kwargs.pop("stream_usage", self.stream_usage)
         endpoint, body = self._request(messages, stop, kwargs)
+        check_single_choice(body, endpoint)
         if stream_usage and "stream_options" not in body:
             body["stream_options"] = {"include_usage": True}
         return endpoint, body
@@ -210,7 +180,10 @@ class ChatServing(ServingClientBase, BaseChatModel):
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(self.transport.invoke("chat", endpoint, body), endpoint)
+        return self._result(
+            self.transport.invoke(contract.CHAT, endpoint, body, served_model=self.served_model),
+            endpoint,
+        )
 
     async def _agenerate(
         self,
@@ -222,7 +195,12 @@ class ChatServing(ServingClientBase, BaseChatModel):
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         endpoint, body = self._request(messages, stop, kwargs)
-        return self._result(await self.transport.ainvoke("chat", endpoint, body), endpoint)
+        return self._result(
+            await self.transport.ainvoke(
+                contract.CHAT, endpoint, body, served_model=self.served_model
+            ),
+            endpoint,
+        )
 
     def _stream(
         self,
@@ -233,7 +211,9 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         endpoint, body = self._stream_request(messages, stop, kwargs)
         assembler = StreamAssembler()
-        for wire_chunk in self.transport.stream("chat", endpoint, body):
+        for wire_chunk in self.transport.stream(
+            contract.CHAT, endpoint, body, served_model=self.served_model
+        ):
             for chunk in _generation_chunks(assembler, wire_chunk):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -249,7 +229,9 @@ class ChatServing(ServingClientBase, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         endpoint, body = self._stream_request(messages, stop, kwargs)
         assembler = StreamAssembler()
-        async for wire_chunk in self.transport.astream("chat", endpoint, body):
+        async for wire_chunk in self.transport.astream(
+            contract.CHAT, endpoint, body, served_model=self.served_model
+        ):
             for chunk in _generation_chunks(assembler, wire_chunk):
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

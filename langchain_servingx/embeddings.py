@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from pydantic import Field
 
+from langchain_servingx import contract
 from langchain_servingx._base import ServingClientBase
 from langchain_servingx._errors import ServingResponseError
+from langchain_servingx._replies import order_by_index
 
 __all__ = ["ServingEmbeddings"]
 
@@ -100,11 +102,15 @@ class ServingEmbeddings(ServingClientBase, Embeddings):
     # -- one request -------------------------------------------------------------------
 
     def _embed_batch(self, batch: _Batch, params: Mapping[str, Any]) -> list[list[float]]:
-        reply = self.transport.invoke("embeddings", self.endpoint, batch.body(params))
+        reply = self.transport.invoke(
+            contract.EMBEDDINGS, self.endpoint, batch.body(params), served_model=self.served_model
+        )
         return batch.vectors(reply, self.endpoint)
 
     async def _aembed_batch(self, batch: _Batch, params: Mapping[str, Any]) -> list[list[float]]:
-        reply = await self.transport.ainvoke("embeddings", self.endpoint, batch.body(params))
+        reply = await self.transport.ainvoke(
+            contract.EMBEDDINGS, self.endpoint, batch.body(params), served_model=self.served_model
+        )
         return batch.vectors(reply, self.endpoint)
 
     # -- splitting and joining ---------------------------------------------------------
@@ -184,32 +190,3 @@ class _Batch:
         if vectors and not vectors[0]:
             raise invalid("the vectors are empty")
         return vectors
-
-
-def order_by_index(
-    items: list[Any],
-    expected: int,
-    what: str,
-    invalid: Callable[[str], Exception],
-) -> list[Mapping[str, Any]]:
-    """Return `items` placed by their `index` field: exactly indexes `0..expected-1`.
-
-    Items without any `index` keep their order (some servers omit it); a partial, out of
-    range or duplicated set of indexes is an error, as is the wrong number of items.
-    `invalid(problem)` builds the exception to raise. Shared with `ServingLLM`.
-    """
-    if len(items) != expected:
-        raise invalid(f"expected {expected} {what}, got {len(items)}")
-    if not all(isinstance(item, Mapping) for item in items):
-        raise invalid(f"every item of {what} must be a JSON object")
-    if all("index" not in item for item in items):
-        return items
-    placed: list[Mapping[str, Any] | None] = [None] * expected
-    for item in items:
-        index = item.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < expected:
-            raise invalid(f"{what} index {index!r} is missing or out of range 0-{expected - 1}")
-        if placed[index] is not None:
-            raise invalid(f"{what} index {index} appears twice")
-        placed[index] = item
-    return [item for item in placed if item is not None]

@@ -12,7 +12,13 @@ from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import Field, PrivateAttr
 
-from langchain_servingx._base import ServingClientBase
+from langchain_servingx import contract
+from langchain_servingx._base import (
+    GenerationFields,
+    ServingClientBase,
+    check_n,
+    check_single_choice,
+)
 from langchain_servingx._errors import (
     ServingContextOverflowError,
     ServingError,
@@ -20,7 +26,7 @@ from langchain_servingx._errors import (
     ServingResponseError,
     ServingStreamError,
 )
-from langchain_servingx.embeddings import order_by_index
+from langchain_servingx._replies import order_by_index
 
 __all__ = ["ServingLLM"]
 
@@ -28,13 +34,15 @@ _LIST_REFUSED_STATUSES = frozenset({400, 422})
 """How an endpoint that takes only a string `prompt` answers a list (422: schema checks)."""
 
 
-class ServingLLM(ServingClientBase, BaseLLM):
+class ServingLLM(ServingClientBase, GenerationFields, BaseLLM):
     """Text completions from a model serving endpoint (`llm/v1/completions`).
 
     `generate()` and `batch()` pack up to `prompts_per_request` prompts into one request
     (`"prompt": [...]`). With `n` candidates per prompt, choice `index` i belongs to prompt
-    `i // n` (OpenAI's convention). An endpoint that refuses a list with a 400 or 422 is
-    asked one prompt at a time instead, and this instance remembers it. Results always come
+    `i // n` (OpenAI's convention). When an endpoint refuses a list with a 400 or 422, the
+    list's prompts are sent one at a time; if every one of them goes through, the list itself
+    was the cause, and this instance sends that endpoint single prompts from then on (until
+    its connection settings change). A prompt that fails alone too raises. Results always come
     back in prompt order, and `llm_output["token_usage"]` sums the usage of all requests.
 
     Per-call keyword arguments override the constructor's parameters and go into the body;
@@ -51,31 +59,11 @@ class ServingLLM(ServingClientBase, BaseLLM):
 
     """
 
-    max_tokens: int | None = None
-    """Maximum tokens to generate; the endpoint's default when unset."""
-
-    temperature: float | None = None
-    """Sampling temperature; not sent unless set (some models reject it)."""
-
-    stop: list[str] | None = None
-    """Stop sequences; a per-call `stop` replaces them."""
-
-    n: int | None = Field(default=None, ge=1)
-    """Candidates per prompt; not sent unless set."""
-
-    top_p: float | None = None
-    """Nucleus sampling; not sent unless set."""
-
-    extra_params: dict[str, Any] = Field(default_factory=dict)
-    """Further body fields (provider-specific), merged in after the parameters above."""
-
-    streaming: bool = False
-    """Stream single-prompt `invoke`/`generate` calls, so callbacks see each token."""
-
     prompts_per_request: int = Field(default=16, ge=1)
     """Prompts packed into one request by `generate()` / `batch()`."""
 
-    _lists_refused: bool = PrivateAttr(default=False)
+    _lists_refused: set[str] = PrivateAttr(default_factory=set)
+    """Endpoints found to refuse prompt lists (forgotten when the connection changes)."""
 
     # -- Serializable class method overrides ---------------------------------------------
 
@@ -95,16 +83,8 @@ class ServingLLM(ServingClientBase, BaseLLM):
     def _llm_type(self) -> str:
         return "servingx-completions"
 
-    @property
-    def _default_params(self) -> dict[str, Any]:
-        named = {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "n": self.n,
-            "stop": self.stop,
-        }
-        return {**{k: v for k, v in named.items() if v is not None}, **self.extra_params}
+    def _forget(self) -> None:
+        self._lists_refused = set()
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -133,7 +113,12 @@ class ServingLLM(ServingClientBase, BaseLLM):
         call = self._completion_call(prompts, stop, kwargs)
         while (group := call.next_group()) is not None:
             try:
-                reply = self.transport.invoke("completions", call.endpoint, call.body(group))
+                reply = self.transport.invoke(
+                    contract.COMPLETIONS,
+                    call.endpoint,
+                    call.body(group),
+                    served_model=self.served_model,
+                )
             except ServingInvalidRequestError as error:
                 if not call.fall_back(group, error):
                     raise
@@ -154,7 +139,12 @@ class ServingLLM(ServingClientBase, BaseLLM):
         call = self._completion_call(prompts, stop, kwargs)
         while (group := call.next_group()) is not None:
             try:
-                reply = await self.transport.ainvoke("completions", call.endpoint, call.body(group))
+                reply = await self.transport.ainvoke(
+                    contract.COMPLETIONS,
+                    call.endpoint,
+                    call.body(group),
+                    served_model=self.served_model,
+                )
             except ServingInvalidRequestError as error:
                 if not call.fall_back(group, error):
                     raise
@@ -171,7 +161,9 @@ class ServingLLM(ServingClientBase, BaseLLM):
     ) -> Iterator[GenerationChunk]:
         endpoint, body = self._stream_request(prompt, stop, kwargs)
         state = _StreamState(endpoint)
-        for event in self.transport.stream("completions", endpoint, body):
+        for event in self.transport.stream(
+            contract.COMPLETIONS, endpoint, body, served_model=self.served_model
+        ):
             piece = state.feed(event)
             if piece is not None:
                 if run_manager:
@@ -192,7 +184,9 @@ class ServingLLM(ServingClientBase, BaseLLM):
     ) -> AsyncIterator[GenerationChunk]:
         endpoint, body = self._stream_request(prompt, stop, kwargs)
         state = _StreamState(endpoint)
-        async for event in self.transport.astream("completions", endpoint, body):
+        async for event in self.transport.astream(
+            contract.COMPLETIONS, endpoint, body, served_model=self.served_model
+        ):
             piece = state.feed(event)
             if piece is not None:
                 if run_manager:
@@ -216,24 +210,21 @@ class ServingLLM(ServingClientBase, BaseLLM):
         if stop is not None:
             params["stop"] = stop
         params = {k: v for k, v in params.items() if v is not None}  # None: not sent
-        n = params.get("n", 1)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"endpoint {endpoint!r}: n must be a positive integer, got {n!r}")
+        check_n(params.get("n"), endpoint)
         return endpoint, params
 
     def _completion_call(
         self, prompts: list[str], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> _CompletionCall:
         endpoint, params = self._params(stop, kwargs)
-        per_request = 1 if self._lists_refused else self.prompts_per_request
+        per_request = 1 if endpoint in self._lists_refused else self.prompts_per_request
         return _CompletionCall(self, endpoint, params, prompts, per_request)
 
     def _stream_request(
         self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         endpoint, params = self._params(stop, kwargs)
-        if params.get("n", 1) != 1:
-            raise ValueError(f"endpoint {endpoint!r}: streaming supports n=1 only")
+        check_single_choice(params, endpoint)
         return endpoint, {**params, "prompt": prompt}
 
 
@@ -266,7 +257,7 @@ class _CompletionCall:
 
     Hands out prompt groups, turns replies into generations in prompt order, sums usage,
     and handles an endpoint that refuses list prompts: the group is retried one prompt at
-    a time, and once a single prompt succeeds the refusal is recorded on the model.
+    a time, and once all of them succeed the refusal is recorded for the endpoint.
     """
 
     def __init__(
@@ -287,7 +278,7 @@ class _CompletionCall:
         )
         self.generations: list[list[Generation]] = [[] for _ in prompts]
         self.usage: dict[str, int] = {}
-        self.probing = False
+        self.probing = 0  # singles of a refused list still to go through
 
     def next_group(self) -> _Group | None:
         return self.pending.popleft() if self.pending else None
@@ -305,7 +296,7 @@ class _CompletionCall:
         ):
             return False
         self.pending.extendleft(reversed(group.singles()))
-        self.probing = True
+        self.probing = len(group.prompts)
         return True
 
     def add(self, group: _Group, reply: Mapping[str, Any]) -> None:
@@ -331,10 +322,11 @@ class _CompletionCall:
             )
         _add_usage(self.usage, reply.get("usage"))
         if self.probing and len(group.prompts) == 1:
-            # A single prompt went through where the list did not: lists are refused.
-            self.llm._lists_refused = True
-            self.probing = False
-            self.pending = deque(single for g in self.pending for single in g.singles())
+            self.probing -= 1
+            if not self.probing:
+                # Every prompt of the refused list went through alone: lists are refused.
+                self.llm._lists_refused.add(self.endpoint)
+                self.pending = deque(single for g in self.pending for single in g.singles())
 
     def result(self) -> LLMResult:
         return LLMResult(

@@ -291,7 +291,6 @@ def make_transport(
     token: str | None = "dapi-test-token-0123456789",  # noqa: S107 - a test token
     max_retries: int = 0,
     timeout: float | None = 5.0,
-    served_model: str | None = None,
     openai_compatible: bool = False,
     base_url: str | None = None,
     **kwargs: Any,
@@ -310,14 +309,9 @@ def make_transport(
 
     policy_fields = {f.name for f in fields(RetryPolicy)}
     policy = {k: kwargs.pop(k) for k in list(kwargs) if k in policy_fields}
-    settings = ConnectionSettings(
-        host=url, credential=SecretStr(token) if token else None, source="the tests"
-    )
+    settings = ConnectionSettings(host=url, credential=SecretStr(token) if token else None)
     address = EndpointAddress.build(
-        host=url,
-        base_url=base_url,
-        served_model=served_model,
-        openai_compatible=openai_compatible,
+        host=url, base_url=base_url, openai_compatible=openai_compatible
     )
     return InvocationTransport(
         settings,
@@ -391,3 +385,37 @@ def completion_chunk(
     if usage is not None:
         chunk["usage"] = usage
     return chunk
+
+
+LISTING_PATH = "/api/2.0/serving-endpoints"
+
+
+def endpoint_object(
+    name: str,
+    task: str | None = "llm/v1/chat",
+    *,
+    ready: bool = True,
+    endpoint_type: str = "FOUNDATION_MODEL_API",
+    **extra: Any,
+) -> dict[str, Any]:
+    """An endpoint object as the listing API returns it (`task=None`: a custom model)."""
+    obj: dict[str, Any] = {
+        "name": name,
+        "id": f"id-{name}",
+        "state": {
+            "ready": "READY" if ready else "NOT_READY",
+            "config_update": "NOT_UPDATING" if ready else "IN_PROGRESS",
+        },
+        "endpoint_type": endpoint_type,
+        "capabilities": {"function_calling": True} if task == "llm/v1/chat" else {},
+        "config": {"served_entities": [{"name": f"{name}-1", "foundation_model": {"name": name}}]},
+        **extra,
+    }
+    if task is not None:
+        obj["task"] = task
+    return obj
+
+
+def listing(*objects: dict[str, Any]) -> Reply:
+    """The reply of `GET /api/2.0/serving-endpoints`."""
+    return Reply.json({"endpoints": list(objects)})

@@ -39,8 +39,8 @@ class Client(ServingClientBase):
 
 def oauth_transport(url: str, *, max_retries: int = 0, timeout: float = 5.0, **kw):
     return InvocationTransport(
-        ConnectionSettings(host=url, credential=None, source="the tests"),
-        EndpointAddress.build(host=url, base_url=None, served_model=None, openai_compatible=False),
+        ConnectionSettings(host=url, credential=None),
+        EndpointAddress.build(host=url, base_url=None, openai_compatible=False),
         timeout=timeout,
         retry=RetryPolicy(max_retries=max_retries, initial_delay=0),
         auth=ClientCredentialsAuth(url, CLIENT_ID, SecretStr(CLIENT_SECRET), **kw),
@@ -73,8 +73,8 @@ class TokenServer:
 def call(transport: InvocationTransport, mode: str, body: dict | None = None) -> dict:
     body = {} if body is None else body
     if mode == "sync":
-        return transport.invoke("chat", "ep", body)
-    return asyncio.run(transport.ainvoke("chat", "ep", body))
+        return transport.invoke("llm/v1/chat", "ep", body)
+    return asyncio.run(transport.ainvoke("llm/v1/chat", "ep", body))
 
 
 def bearers(server: ServingTestServer, path: str = PATH) -> list[str]:
@@ -98,14 +98,14 @@ def test_bearer_token_401_is_not_retried(server: ServingTestServer) -> None:
     server.reply(PATH, Reply.json({"error_code": "UNAUTHENTICATED", "message": "bad"}, 401))
     client = Client(model="ep", host=server.url, token=SecretStr("dapi-x"), max_retries=3)
     with pytest.raises(ServingAuthenticationError):
-        client.transport.invoke("chat", "ep", {})
+        client.transport.invoke("llm/v1/chat", "ep", {})
     assert len(server.requests) == 1
 
 
 def test_custom_httpx_auth_is_used(server: ServingTestServer) -> None:
     server.reply(PATH, Reply.json({"ok": 1}))
     client = Client(model="ep", host=server.url, auth=httpx.BasicAuth("token", "dapi-basic"))
-    client.transport.invoke("chat", "ep", {})
+    client.transport.invoke("llm/v1/chat", "ep", {})
     expected = "Basic " + base64.b64encode(b"token:dapi-basic").decode()
     assert bearers(server) == [expected]
 
@@ -119,7 +119,7 @@ def test_token_request_shape(server: ServingTestServer) -> None:
     client = Client(
         model="ep", host=server.url, client_id=CLIENT_ID, client_secret=SecretStr(CLIENT_SECRET)
     )
-    assert client.transport.invoke("chat", "ep", {}) == {"ok": 1}
+    assert client.transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
     (token_request,) = tokens.requests
     assert token_request.method == "POST"
     assert token_request.headers["content-type"] == "application/x-www-form-urlencoded"
@@ -138,7 +138,7 @@ def test_oauth_from_environment(server: ServingTestServer, monkeypatch) -> None:
     monkeypatch.setenv("DATABRICKS_CLIENT_SECRET", CLIENT_SECRET)
     TokenServer(server)
     server.reply(PATH, Reply.json({"ok": 1}))
-    assert Client(model="ep").transport.invoke("chat", "ep", {}) == {"ok": 1}
+    assert Client(model="ep").transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
     assert bearers(server) == ["Bearer access-token-1"]
 
 
@@ -146,9 +146,9 @@ def test_token_cached_across_calls(server: ServingTestServer) -> None:
     tokens = TokenServer(server)
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
-    transport.invoke("chat", "ep", {})
-    transport.invoke("chat", "ep", {})
-    asyncio.run(transport.ainvoke("chat", "ep", {}))
+    transport.invoke("llm/v1/chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
+    asyncio.run(transport.ainvoke("llm/v1/chat", "ep", {}))
     assert len(tokens.requests) == 1
     assert bearers(server) == ["Bearer access-token-1"] * 3
 
@@ -172,13 +172,13 @@ def test_token_refreshed_40_seconds_before_expiry(server, clock) -> None:
     tokens = TokenServer(server, expires_in=100)
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     clock.now += 59.9  # 100 s lifetime - 40 s leeway: still fresh
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     assert len(tokens.requests) == 1
     clock.now += 0.2  # past expires_in - 40 s: refreshed before use
-    transport.invoke("chat", "ep", {})
-    asyncio.run(transport.ainvoke("chat", "ep", {}))
+    transport.invoke("llm/v1/chat", "ep", {})
+    asyncio.run(transport.ainvoke("llm/v1/chat", "ep", {}))
     assert len(tokens.requests) == 2
     assert bearers(server) == ["Bearer access-token-1"] * 2 + ["Bearer access-token-2"] * 2
 
@@ -188,8 +188,8 @@ def test_short_lived_token_never_used_stale(server) -> None:
     tokens = TokenServer(server, expires_in=41)
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url, leeway=41)
-    transport.invoke("chat", "ep", {})
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     assert len(tokens.requests) == 2
     assert bearers(server) == ["Bearer access-token-1", "Bearer access-token-2"]
 
@@ -198,9 +198,9 @@ def test_missing_expires_in_defaults_to_an_hour(server, clock) -> None:
     server.handle(TOKEN_PATH, lambda r: Reply.json({"access_token": "t-1"}))
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     clock.now += 3000
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     assert len(server.requests_to(TOKEN_PATH)) == 1
 
 
@@ -214,14 +214,14 @@ def run_threads(transport: InvocationTransport, n: int) -> list[dict]:
 
     def one(_: int) -> dict:
         barrier.wait()
-        return transport.invoke("chat", "ep", {})
+        return transport.invoke("llm/v1/chat", "ep", {})
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(n)))
 
 
 async def run_tasks(transport: InvocationTransport, n: int) -> list[dict]:
-    return await asyncio.gather(*(transport.ainvoke("chat", "ep", {}) for _ in range(n)))
+    return await asyncio.gather(*(transport.ainvoke("llm/v1/chat", "ep", {}) for _ in range(n)))
 
 
 def test_concurrent_threads_share_one_token_request(server) -> None:
@@ -272,7 +272,7 @@ def test_expired_token_refreshed_once_under_concurrency(server, clock) -> None:
     tokens = TokenServer(server, expires_in=100, delay=0.2)
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     clock.now += 61
     run_threads(transport, N)
     assert len(tokens.requests) == 2
@@ -311,7 +311,7 @@ def test_persistent_401_gives_up_after_one_resend(server, mode) -> None:
 def test_401_on_a_stream_request_refreshes_and_resends(server) -> None:
     tokens = TokenServer(server)
     server.reply(PATH, unauthenticated(), Reply.sse([chat_chunk(finish_reason="stop")]))
-    chunks = list(oauth_transport(server.url).stream("chat", "ep", {}))
+    chunks = list(oauth_transport(server.url).stream("llm/v1/chat", "ep", {}))
     assert len(chunks) == 1
     assert len(tokens.requests) == 2
     assert bearers(server) == ["Bearer access-token-1", "Bearer access-token-2"]
@@ -354,8 +354,8 @@ def test_token_endpoint_failure_is_not_cached(server) -> None:
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
     with pytest.raises(ServingAuthenticationError):
-        transport.invoke("chat", "ep", {})
-    assert transport.invoke("chat", "ep", {}) == {"ok": 1}
+        transport.invoke("llm/v1/chat", "ep", {})
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
     assert bearers(server) == ["Bearer second-try"]
 
 
@@ -369,7 +369,7 @@ def test_waiters_share_the_failure_and_the_next_call_refetches(server) -> None:
     def one(_: int) -> BaseException | dict:
         barrier.wait()
         try:
-            return transport.invoke("chat", "ep", {})
+            return transport.invoke("llm/v1/chat", "ep", {})
         except ServingError as exc:
             return exc
 
@@ -377,7 +377,7 @@ def test_waiters_share_the_failure_and_the_next_call_refetches(server) -> None:
         outcomes = list(pool.map(one, range(8)))
     assert all(isinstance(o, ServingAuthenticationError) for o in outcomes), outcomes
     assert len(server.requests_to(TOKEN_PATH)) == 1
-    assert transport.invoke("chat", "ep", {}) == {"ok": 1}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
     assert len(server.requests_to(TOKEN_PATH)) == 2
 
 
@@ -392,7 +392,7 @@ def test_waiters_share_the_failure_and_the_next_call_refetches(server) -> None:
 def test_token_answer_without_access_token(server, reply) -> None:
     server.reply(TOKEN_PATH, reply)
     with pytest.raises(ServingAuthenticationError, match="access_token") as info:
-        oauth_transport(server.url).invoke("chat", "ep", {})
+        oauth_transport(server.url).invoke("llm/v1/chat", "ep", {})
     assert CLIENT_SECRET not in str(info.value)
 
 
@@ -404,10 +404,10 @@ def test_unreachable_token_endpoint_is_a_connection_error() -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     transport = oauth_transport(url)
     with pytest.raises(ServingConnectionError):
-        transport.invoke("chat", "ep", {})
+        transport.invoke("llm/v1/chat", "ep", {})
     # The failed fetch is not left pending: the next call tries again rather than hanging.
     with pytest.raises(ServingConnectionError):
-        transport.invoke("chat", "ep", {})
+        transport.invoke("llm/v1/chat", "ep", {})
     assert transport._auth._pending is None
 
 
@@ -430,7 +430,7 @@ def test_oauth_auth_pickles_without_lock_or_token(server) -> None:
     tokens = TokenServer(server)
     server.reply(PATH, Reply.json({"ok": 1}))
     transport = oauth_transport(server.url)
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     auth = transport._auth
     assert auth._token is not None
 
@@ -457,13 +457,13 @@ def test_pickled_oauth_client_works_after_sync_and_async_use(server) -> None:
     client = Client(
         model="ep", host=server.url, client_id=CLIENT_ID, client_secret=SecretStr(CLIENT_SECRET)
     )
-    client.transport.invoke("chat", "ep", {})
-    asyncio.run(client.transport.ainvoke("chat", "ep", {}))
+    client.transport.invoke("llm/v1/chat", "ep", {})
+    asyncio.run(client.transport.ainvoke("llm/v1/chat", "ep", {}))
     data = pickle.dumps(client)
     assert b"access-token-1" not in data
     clone = pickle.loads(data)
-    assert clone.transport.invoke("chat", "ep", {}) == {"ok": 1}
-    assert asyncio.run(clone.transport.ainvoke("chat", "ep", {})) == {"ok": 1}
+    assert clone.transport.invoke("llm/v1/chat", "ep", {}) == {"ok": 1}
+    assert asyncio.run(clone.transport.ainvoke("llm/v1/chat", "ep", {})) == {"ok": 1}
     assert len(tokens.requests) == 2
 
 
@@ -478,7 +478,7 @@ def test_secrets_absent_from_reprs_and_debug_logs(server, caplog) -> None:
         client_id=CLIENT_ID,
         client_secret=SecretStr(CLIENT_SECRET),
     )
-    client.transport.invoke("chat", "ep", {})
+    client.transport.invoke("llm/v1/chat", "ep", {})
     auth = client.transport._auth
     assert isinstance(auth, ClientCredentialsAuth)
     assert caplog.records

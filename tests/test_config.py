@@ -72,7 +72,6 @@ def test_arguments_win_over_environment_and_profile(cfg, monkeypatch) -> None:
     settings = resolve(host="https://arg.example.com", token=SecretStr("dapi-arg"))
     assert settings.host == "https://arg.example.com"
     assert token_of(settings) == "dapi-arg"
-    assert settings.source == "the arguments"
 
 
 def test_environment_wins_over_profile(cfg, monkeypatch) -> None:
@@ -87,7 +86,6 @@ def test_profile_used_when_nothing_else(cfg) -> None:
     settings = resolve()
     assert settings.host == "https://default.example.com"
     assert token_of(settings) == "dapi-default"
-    assert "[DEFAULT]" in settings.source
 
 
 def test_layers_combine_host_and_credential(cfg, monkeypatch) -> None:
@@ -162,7 +160,6 @@ def test_named_profile_via_environment(cfg, monkeypatch) -> None:
     settings = resolve()
     assert settings.host == "https://pat.example.com"
     assert token_of(settings) == "dapi-pat"
-    assert "[pat]" in settings.source
 
 
 def test_profile_argument_wins_over_profile_variable(cfg, monkeypatch) -> None:
@@ -312,13 +309,13 @@ def test_is_loopback(url: str, loopback: bool) -> None:
 def test_construction_needs_no_configuration() -> None:
     client = Client(model="my-endpoint")
     assert client.endpoint == "my-endpoint"
-    assert client._transport is None
+    assert client._own is None
 
 
 def test_first_request_without_credentials_names_the_variables(server: ServingTestServer) -> None:
     client = Client(model="my-endpoint", host=server.url)
     with pytest.raises(ServingConfigurationError) as info:
-        client.transport.invoke("chat", client.endpoint, {"messages": []})
+        client.transport.invoke("llm/v1/chat", client.endpoint, {"messages": []})
     message = str(info.value)
     for variable in ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
         assert variable in message
@@ -328,13 +325,13 @@ def test_first_request_without_credentials_names_the_variables(server: ServingTe
 def test_first_request_without_host_names_the_variable() -> None:
     client = Client(model="my-endpoint", token=SecretStr("dapi-x"))
     with pytest.raises(ServingConfigurationError, match="DATABRICKS_HOST"):
-        client.transport.invoke("chat", client.endpoint, {})
+        client.transport.invoke("llm/v1/chat", client.endpoint, {})
 
 
 def test_client_resolves_from_environment_on_first_use(serving_env: ServingTestServer) -> None:
     serving_env.reply("/serving-endpoints/ep/invocations", Reply.json({"ok": True}))
     client = Client(model="ep")
-    assert client.transport.invoke("chat", "ep", {}) == {"ok": True}
+    assert client.transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
     (request,) = serving_env.requests
     assert request.headers["authorization"] == f"Bearer {TEST_TOKEN}"
 
@@ -345,16 +342,16 @@ def test_client_resolves_from_profile(server: ServingTestServer, tmp_path, monke
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(path))
     server.reply("/serving-endpoints/ep/invocations", Reply.json({"ok": True}))
     client = Client(model="ep", profile="local")
-    assert client.transport.invoke("chat", "ep", {}) == {"ok": True}
+    assert client.transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
     assert server.requests[0].headers["authorization"] == "Bearer dapi-profile"
 
 
 def test_changing_a_field_rebuilds_the_transport(server: ServingTestServer) -> None:
     server.reply("/serving-endpoints/ep/invocations", Reply.json({"ok": True}))
     client = Client(model="ep", host=server.url, token=SecretStr("dapi-one"))
-    client.transport.invoke("chat", "ep", {})
+    client.transport.invoke("llm/v1/chat", "ep", {})
     client.token = SecretStr("dapi-two")
-    client.transport.invoke("chat", "ep", {})
+    client.transport.invoke("llm/v1/chat", "ep", {})
     assert [r.headers["authorization"] for r in server.requests] == [
         "Bearer dapi-one",
         "Bearer dapi-two",

@@ -197,7 +197,7 @@ def test_status_maps_to_class_over_the_wire(
     )
     transport = make_transport(server.url)
     with pytest.raises(ServingError) as info:
-        transport.invoke("chat", "ep", {"messages": []})
+        transport.invoke("llm/v1/chat", "ep", {"messages": []})
     error = info.value
     assert type(error) is cls or isinstance(error, cls)
     assert isinstance(error, core_cls)
@@ -283,7 +283,7 @@ def test_unavailable_carries_retry_after() -> None:
 def test_body_shapes_over_the_wire(server: ServingTestServer, body: str) -> None:
     server.reply(PATH, Reply.text(body, 502, content_type="text/html"))
     with pytest.raises(ServingServerError) as info:
-        make_transport(server.url).invoke("chat", "ep", {})
+        make_transport(server.url).invoke("llm/v1/chat", "ep", {})
     assert info.value.message == parse_error_body(body)[1]
     assert "<" not in info.value.message
 

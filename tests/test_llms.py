@@ -206,22 +206,22 @@ def test_list_refusal_falls_back_and_is_remembered(serving_env: ServingTestServe
     llm = _llm(prompts_per_request=2)
     prompts = ["a", "b", "c", "d", "e"]
     assert llm.batch(prompts) == [f"re:{p}" for p in prompts]
-    sent = [r.json["prompt"] for r in serving_env.requests]
+    sent = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
     # One refused list, then every prompt alone (the later list is never tried).
     assert sent == [["a", "b"], "a", "b", "c", "d", "e"]
     serving_env.requests.clear()
     assert llm.batch(["x", "y"]) == ["re:x", "re:y"]
-    assert [r.json["prompt"] for r in serving_env.requests] == ["x", "y"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["x", "y"]
 
 
 async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> None:
     serving_env.handle(PATH, _echo(refuse_lists=True))
     llm = _llm()
     assert await llm.abatch(["a", "b"]) == ["re:a", "re:b"]
-    assert [r.json["prompt"] for r in serving_env.requests] == [["a", "b"], "a", "b"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a", "b"]
     serving_env.requests.clear()
     await llm.abatch(["c", "d"])
-    assert [r.json["prompt"] for r in serving_env.requests] == ["c", "d"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["c", "d"]
 
 
 def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
@@ -236,9 +236,9 @@ def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
     llm = _llm()
     with pytest.raises(ServingInvalidRequestError, match="bad temperature"):
         llm.batch(["a", "b"])
-    assert [r.json["prompt"] for r in serving_env.requests] == [["a", "b"], "a"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a"]
     assert llm.batch(["a", "b"]) == ["1", "2"]
-    assert serving_env.requests[-1].json["prompt"] == ["a", "b"]
+    assert serving_env.requests_to(PATH)[-1].json["prompt"] == ["a", "b"]
 
 
 def test_context_overflow_is_not_a_list_refusal(serving_env: ServingTestServer) -> None:
@@ -343,7 +343,7 @@ def test_streaming_model_still_packs_batches(serving_env: ServingTestServer) -> 
 
 
 def test_stream_refuses_several_candidates(serving_env: ServingTestServer) -> None:
-    with pytest.raises(ValueError, match="n=1"):
+    with pytest.raises(ValueError, match="n=2 needs invoke"):
         list(_llm(n=2).stream("Hi"))
     assert serving_env.requests == []
 

@@ -69,7 +69,9 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def collect(transport, mode: str, task="chat", endpoint="ep", body=None, into=None) -> list[dict]:
+def collect(
+    transport, mode: str, task="llm/v1/chat", endpoint="ep", body=None, into=None
+) -> list[dict]:
     """Run one stream to the end, sync or async, and return its chunks (also put in `into`)."""
     body = {"messages": []} if body is None else body
     chunks: list[dict] = [] if into is None else into
@@ -85,11 +87,11 @@ def collect(transport, mode: str, task="chat", endpoint="ep", body=None, into=No
     return chunks
 
 
-def call(transport, mode: str, task="chat", endpoint="ep", body=None) -> dict:
+def call(transport, mode: str, task="llm/v1/chat", endpoint="ep", body=None, **kw) -> dict:
     body = {"messages": []} if body is None else body
     if mode == "sync":
-        return transport.invoke(task, endpoint, body)
-    return asyncio.run(transport.ainvoke(task, endpoint, body))
+        return transport.invoke(task, endpoint, body, **kw)
+    return asyncio.run(transport.ainvoke(task, endpoint, body, **kw))
 
 
 MODES = pytest.mark.parametrize("mode", ["sync", "async"])
@@ -117,7 +119,7 @@ def test_native_route_headers_and_body(server: ServingTestServer, mode: str) -> 
 def test_served_model_route(server: ServingTestServer, mode: str) -> None:
     path = "/serving-endpoints/ep/served-models/llama-v2/invocations"
     server.reply(path, Reply.json({"ok": 1}))
-    assert call(make_transport(server.url, served_model="llama-v2"), mode) == {"ok": 1}
+    assert call(make_transport(server.url), mode, served_model="llama-v2") == {"ok": 1}
     assert server.requests[0].path == path
     assert "model" not in server.requests[0].json
 
@@ -125,9 +127,9 @@ def test_served_model_route(server: ServingTestServer, mode: str) -> None:
 @pytest.mark.parametrize(
     ("task", "path"),
     [
-        ("chat", "/serving-endpoints/chat/completions"),
-        ("completions", "/serving-endpoints/completions"),
-        ("embeddings", "/serving-endpoints/embeddings"),
+        ("llm/v1/chat", "/serving-endpoints/chat/completions"),
+        ("llm/v1/completions", "/serving-endpoints/completions"),
+        ("llm/v1/embeddings", "/serving-endpoints/embeddings"),
     ],
 )
 @MODES
@@ -155,7 +157,7 @@ def test_base_url_needs_no_credentials(server: ServingTestServer, mode: str) -> 
 def test_base_url_through_a_client_without_any_configuration(server: ServingTestServer) -> None:
     server.reply("/v1/embeddings", Reply.json({"ok": 1}))
     client = Client(model="emb", base_url=server.url + "/v1")
-    assert client.transport.invoke("embeddings", "emb", {"input": ["a"]}) == {"ok": 1}
+    assert client.transport.invoke("llm/v1/embeddings", "emb", {"input": ["a"]}) == {"ok": 1}
     assert server.requests[0].json == {"input": ["a"], "model": "emb"}
 
 
@@ -173,7 +175,7 @@ def test_model_names_with_a_slash_allowed_where_they_go_in_the_body(
         client = Client(model=name, base_url=server.url + "/v1")
     server.reply(path, Reply.json({"ok": 1}))
     assert client._endpoint_for("org/other-model") == "org/other-model"
-    assert client.transport.invoke("chat", client.endpoint, {}) == {"ok": 1}
+    assert client.transport.invoke("llm/v1/chat", client.endpoint, {}) == {"ok": 1}
     assert server.requests[0].path == path
     assert server.requests[0].json == {"model": name}
     with pytest.raises(ServingConfigurationError):
@@ -185,12 +187,12 @@ def test_model_names_with_a_slash_allowed_where_they_go_in_the_body(
 def test_base_url_and_served_model_conflict() -> None:
     with pytest.raises(ServingConfigurationError, match="served_model"):
         EndpointAddress.build(
-            host=None, base_url="http://127.0.0.1:1", served_model="x", openai_compatible=False
-        )
+            host=None, base_url="http://127.0.0.1:1", openai_compatible=False
+        ).check_served_model("x")
     with pytest.raises(ServingConfigurationError, match="openai_compatible"):
         EndpointAddress.build(
-            host="https://h.example.com", base_url=None, served_model="x", openai_compatible=True
-        )
+            host="https://h.example.com", base_url=None, openai_compatible=True
+        ).check_served_model("x")
 
 
 BAD_NAMES = [
@@ -221,21 +223,21 @@ def test_path_injection_refused_everywhere(server: ServingTestServer, name: str)
         Client(model="ep", served_model=name, host=server.url, token=SecretStr("t"))
     with pytest.raises(ServingConfigurationError):
         EndpointAddress.build(
-            host=server.url, base_url=None, served_model=name, openai_compatible=False
-        )
+            host=server.url, base_url=None, openai_compatible=False
+        ).check_served_model(name)
     client = Client(model="ep", host=server.url, token=SecretStr("t"))
     with pytest.raises(ServingConfigurationError):
         client._endpoint_for(name)
     # The transport itself refuses to paste such a name into a path.
     with pytest.raises(ServingConfigurationError):
-        make_transport(server.url).invoke("chat", name, {})
+        make_transport(server.url).invoke("llm/v1/chat", name, {})
     assert server.requests == []
 
 
 @pytest.mark.parametrize("name", ["databricks-claude-sonnet-4", "my_endpoint.v2", "ep-1"])
 def test_ordinary_names_accepted(server: ServingTestServer, name: str) -> None:
     server.reply(f"/serving-endpoints/{name}/invocations", Reply.json({"ok": 1}))
-    assert make_transport(server.url).invoke("chat", name, {}) == {"ok": 1}
+    assert make_transport(server.url).invoke("llm/v1/chat", name, {}) == {"ok": 1}
 
 
 # -- no tokens in cleartext ------------------------------------------------------------
@@ -248,7 +250,7 @@ def test_token_over_plain_http_refused_before_connecting(host: str) -> None:
     client = Client(model="ep", host=host, token=SecretStr("dapi-secret"), max_retries=0)
     # A connection attempt would end in ServingConnectionError; refusal comes first.
     with pytest.raises(ServingConfigurationError, match="plain http") as info:
-        client.transport.invoke("chat", "ep", {})
+        client.transport.invoke("llm/v1/chat", "ep", {})
     assert "dapi-secret" not in str(info.value)
     with pytest.raises(ServingConfigurationError, match="allow_insecure_http"):
         make_transport(host)
@@ -262,7 +264,7 @@ def test_oauth_over_plain_http_refused() -> None:
         client_secret=SecretStr("csecret"),
     )
     with pytest.raises(ServingConfigurationError, match="plain http"):
-        client.transport.invoke("chat", "ep", {})
+        client.transport.invoke("llm/v1/chat", "ep", {})
 
 
 def test_oauth_token_url_checked_even_when_base_url_is_https() -> None:
@@ -313,13 +315,13 @@ def test_non_json_success_is_a_response_error(server: ServingTestServer, mode: s
 def test_json_array_success_is_a_response_error(server: ServingTestServer) -> None:
     server.reply(PATH, Reply.json([1, 2]))
     with pytest.raises(ServingError, match="JSON object"):
-        make_transport(server.url).invoke("chat", "ep", {})
+        make_transport(server.url).invoke("llm/v1/chat", "ep", {})
 
 
 def test_redirects_are_not_followed(server: ServingTestServer) -> None:
     server.reply(PATH, Reply(302, b"", {"Location": "http://127.0.0.1:1/steal"}))
     with pytest.raises(ServingError) as info:
-        make_transport(server.url).invoke("chat", "ep", {})
+        make_transport(server.url).invoke("llm/v1/chat", "ep", {})
     assert info.value.status_code == 302
     assert len(server.requests) == 1
 
@@ -375,7 +377,7 @@ def test_client_errors_not_retried(server, sleeps, mode, status, cls) -> None:
 def test_zero_retries_means_one_request(server, sleeps) -> None:
     server.reply(PATH, Reply.json({"message": "busy"}, 503))
     with pytest.raises(ServingServerError):
-        make_transport(server.url, max_retries=0).invoke("chat", "ep", {})
+        make_transport(server.url, max_retries=0).invoke("llm/v1/chat", "ep", {})
     assert len(server.requests) == 1
     assert sleeps == []
 
@@ -409,7 +411,7 @@ def test_backoff_is_exponential_jittered_and_capped(server, sleeps) -> None:
     server.reply(PATH, Reply.json({"message": "busy"}, 500))
     transport = make_transport(server.url, max_retries=6, initial_delay=0.5, max_delay=4.0)
     with pytest.raises(ServingServerError):
-        transport.invoke("chat", "ep", {})
+        transport.invoke("llm/v1/chat", "ep", {})
     assert len(sleeps) == 6
     for attempt, delay in enumerate(sleeps):
         assert 0 <= delay <= min(4.0, 0.5 * 2**attempt)
@@ -620,11 +622,11 @@ def test_stream_closed_early_by_the_consumer(server) -> None:
     chunks = [chat_chunk({"content": str(i)}) for i in range(5)]
     server.reply(PATH, Reply.sse(chunks), Reply.json({"ok": True}))
     transport = make_transport(server.url)
-    stream = transport.stream("chat", "ep", {})
+    stream = transport.stream("llm/v1/chat", "ep", {})
     assert next(stream) == chunks[0]
     stream.close()
     # The pool is still usable afterwards.
-    assert transport.invoke("chat", "ep", {}) == {"ok": True}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
 
 
 # -- event loops, pickling -------------------------------------------------------------
@@ -636,14 +638,14 @@ def test_async_transport_across_event_loops(server) -> None:
     transport = make_transport(server.url)
 
     async def once() -> None:
-        assert await transport.ainvoke("chat", "ep", {}) == {"ok": True}
-        assert [c async for c in transport.astream("chat", "s", {})]
+        assert await transport.ainvoke("llm/v1/chat", "ep", {}) == {"ok": True}
+        assert [c async for c in transport.astream("llm/v1/chat", "s", {})]
 
     asyncio.run(once())
     asyncio.run(once())
     asyncio.run(once())
     assert len(server.requests) == 6
-    assert len(transport._aclients) == 1  # clients of closed loops are let go
+    assert transport._pool._aclients == {}  # each loop's client closed as its loop shut down
 
 
 def test_concurrent_async_requests_share_one_client(server) -> None:
@@ -651,7 +653,9 @@ def test_concurrent_async_requests_share_one_client(server) -> None:
     transport = make_transport(server.url)
 
     async def many() -> list[dict]:
-        return await asyncio.gather(*(transport.ainvoke("chat", "ep", {}) for _ in range(10)))
+        return await asyncio.gather(
+            *(transport.ainvoke("llm/v1/chat", "ep", {}) for _ in range(10))
+        )
 
     assert asyncio.run(many()) == [{"ok": True}] * 10
     assert server.max_in_flight > 1
@@ -660,26 +664,26 @@ def test_concurrent_async_requests_share_one_client(server) -> None:
 def test_pickled_client_works_after_sync_and_async_use(server) -> None:
     server.reply(PATH, Reply.json({"ok": True}))
     client = Client(model="ep", host=server.url, token=SecretStr("dapi-pickled"))
-    client.transport.invoke("chat", "ep", {})
-    asyncio.run(client.transport.ainvoke("chat", "ep", {}))
-    assert client.transport._client is not None
+    client.transport.invoke("llm/v1/chat", "ep", {})
+    asyncio.run(client.transport.ainvoke("llm/v1/chat", "ep", {}))
+    assert client.transport._pool._client is not None
 
     clone = pickle.loads(pickle.dumps(client))
     assert clone.transport is not client.transport
-    assert clone.transport._client is None
-    assert clone.transport._aclients == {}
-    assert clone.transport.invoke("chat", "ep", {}) == {"ok": True}
-    assert asyncio.run(clone.transport.ainvoke("chat", "ep", {})) == {"ok": True}
+    assert clone.transport._pool._client is None
+    assert clone.transport._pool._aclients == {}
+    assert clone.transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
+    assert asyncio.run(clone.transport.ainvoke("llm/v1/chat", "ep", {})) == {"ok": True}
     assert [r.headers["authorization"] for r in server.requests] == ["Bearer dapi-pickled"] * 4
 
 
 def test_close_then_reuse(server) -> None:
     server.reply(PATH, Reply.json({"ok": True}))
     transport = make_transport(server.url)
-    transport.invoke("chat", "ep", {})
+    transport.invoke("llm/v1/chat", "ep", {})
     transport.close()
     transport.close()
-    assert transport.invoke("chat", "ep", {}) == {"ok": True}
+    assert transport.invoke("llm/v1/chat", "ep", {}) == {"ok": True}
 
 
 # -- secrets stay secret ---------------------------------------------------------------
@@ -696,7 +700,7 @@ def test_token_absent_from_reprs_errors_and_debug_logs(server, sleeps, caplog) -
         caplog.set_level(logging.DEBUG, logger=name)
     client = Client(model="ep", host=server.url, token=SecretStr(secret), max_retries=2)
     with pytest.raises(ServingPermissionDeniedError) as info:
-        client.transport.invoke("chat", "ep", {})
+        client.transport.invoke("llm/v1/chat", "ep", {})
     assert server.requests[0].headers["authorization"] == f"Bearer {secret}"  # it was sent
     texts = [
         repr(client),

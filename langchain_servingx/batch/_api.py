@@ -60,8 +60,8 @@ def ai_query(
             a terminal or notebook to show it).
 
     """
-    plan = _plan(endpoint, request, locals())
     kind = _engine(data)
+    plan = _plan(data, endpoint, request, locals())
     if kind == "spark":
         from langchain_servingx.batch._spark import query_spark
 
@@ -91,15 +91,15 @@ async def aai_query(
 
     Spark DataFrames are lazy and run on executors: use `ai_query` for them.
     """
-    plan = _plan(endpoint, request, locals())
     if _engine(data) == "spark":
         raise TypeError("aai_query runs pandas DataFrames; use ai_query for Spark (it is lazy)")
+    plan = _plan(data, endpoint, request, locals())
     from langchain_servingx.batch._pandas import aquery_pandas
 
     return await aquery_pandas(data, plan, progress=progress)
 
 
-def _plan(endpoint: Any, request: Any, arguments: dict[str, Any]) -> QueryPlan:
+def _plan(data: Any, endpoint: Any, request: Any, arguments: dict[str, Any]) -> QueryPlan:
     return build_plan(
         endpoint,
         request,
@@ -112,6 +112,7 @@ def _plan(endpoint: Any, request: Any, arguments: dict[str, Any]) -> QueryPlan:
         usage_column=arguments["usage_column"],
         max_concurrency=arguments["max_concurrency"],
         workspace=arguments["workspace"],
+        data_columns=[str(c) for c in data.columns],
     )
 
 

@@ -17,10 +17,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.runnables import Runnable
 
+from langchain_servingx import contract
 from langchain_servingx._base import ServingClientBase
 from langchain_servingx._errors import ServingError, ServingInvalidRequestError
 from langchain_servingx._messages import usage_from_wire
-from langchain_servingx._transport import RetryPolicy
 from langchain_servingx.batch._formats import ResponseFormat
 from langchain_servingx.chat_models import ChatServing
 from langchain_servingx.embeddings import ServingEmbeddings, _Batch
@@ -72,11 +72,16 @@ class _ServingCaller(Caller):
     def with_model(self, model: Any) -> Caller:
         return type(self)(model, self.params, self.fmt)
 
-    @property
-    def retry(self) -> RetryPolicy:
-        # 429s come back at once so the runner can pace the whole partition.
-        policy: RetryPolicy = self.model.transport.retry
-        return dataclasses.replace(policy, retry_rate_limits=False)
+    async def _send(
+        self, task: contract.Task, endpoint: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        transport = self.model.transport
+        # 429s come back at once, so that the runner paces the whole partition.
+        retry = dataclasses.replace(transport.retry, retry_rate_limits=False)
+        reply: dict[str, Any] = await transport.ainvoke(
+            task, endpoint, body, served_model=self.model.served_model, retry=retry
+        )
+        return reply
 
 
 class ChatCaller(_ServingCaller):
@@ -93,7 +98,7 @@ class ChatCaller(_ServingCaller):
         (request,) = requests
         messages = _messages(request)
         endpoint, body = self.model._request(messages, None, dict(self.params))
-        reply = await self.model.transport.ainvoke("chat", endpoint, body, retry=self.retry)
+        reply = await self._send(contract.CHAT, endpoint, body)
         message = self.model._result(reply, endpoint).generations[0].message
         return Answer([self.fmt.parse(message.text, endpoint)], _usage(message))
 
@@ -109,9 +114,7 @@ class CompletionsCaller(_ServingCaller):
             raise TypeError(f"a completions request must be text, got {type(prompt).__name__}")
         call = self.model._completion_call([prompt], None, self.params)
         (group,) = call.pending
-        reply = await self.model.transport.ainvoke(
-            "completions", call.endpoint, call.body(group), retry=self.retry
-        )
+        reply = await self._send(contract.COMPLETIONS, call.endpoint, call.body(group))
         call.add(group, reply)
         return Answer([call.generations[0][0].text], _wire_usage(reply))
 
@@ -133,9 +136,7 @@ class EmbeddingsCaller(_ServingCaller):
                 raise TypeError(f"an embeddings request must be text, got {type(text).__name__}")
         batch = _Batch(list(requests), 0, 1, 1)
         body = batch.body({**self.model.documents_params, **self.params})
-        reply = await self.model.transport.ainvoke(
-            "embeddings", self.endpoint or "", body, retry=self.retry
-        )
+        reply = await self._send(contract.EMBEDDINGS, self.model.endpoint, body)
         vectors = batch.vectors(reply, self.model.endpoint)
         return Answer(list(vectors), _wire_usage(reply))
 

@@ -10,6 +10,7 @@ concurrency are reused by every task instead of rebuilt per task.
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import threading
 import uuid
@@ -20,6 +21,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from langchain_servingx._base import ServingClientBase
+from langchain_servingx._config import ClientCredentials, resolve_settings
 from langchain_servingx._errors import ServingError
 from langchain_servingx.batch._calls import Caller, caller_for, format_error
 from langchain_servingx.batch._formats import ResponseFormat
@@ -29,8 +31,11 @@ from langchain_servingx.batch._runner import Outcome, RunResult, RunStats, run_r
 from langchain_servingx.chat_models import ChatServing
 from langchain_servingx.embeddings import ServingEmbeddings
 from langchain_servingx.llms import ServingLLM
+from langchain_servingx.workspace import CONNECTION_FIELDS, ServingWorkspace
 
 __all__ = ["AIQueryError", "Columns", "QueryPlan", "build_plan"]
+
+logger = logging.getLogger("langchain_servingx.batch")
 
 _TASK_CLASSES: dict[str, type[ServingClientBase]] = {
     "chat": ChatServing,
@@ -149,6 +154,15 @@ class QueryPlan:
         exc.__cause__ = error
         return exc
 
+    def pinned(self) -> QueryPlan:
+        """The plan with its model's configuration resolved here, for other machines."""
+        model = pinned(self.caller.model)
+        return (
+            self
+            if model is self.caller.model
+            else replace(self, caller=self.caller.with_model(model))
+        )
+
     def shared(self) -> QueryPlan:
         """The plan over the process's shared model and limiter (executors reuse both)."""
         model = _shared_model(self.caller.model)
@@ -171,8 +185,13 @@ def build_plan(
     usage_column: str | None,
     max_concurrency: int,
     workspace: Any,
+    data_columns: Sequence[str] | None = None,
 ) -> QueryPlan:
-    """Check every argument and fix the plan (nothing is sent)."""
+    """Check every argument and fix the plan.
+
+    The only request sent is the endpoint listing, for the task of an endpoint name given
+    without `task=`, after everything else was checked (against `data_columns` too).
+    """
     if not isinstance(max_concurrency, int) or max_concurrency < 1:
         raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
     if task is not None and task not in _TASK_CLASSES:
@@ -180,31 +199,37 @@ def build_plan(
     if model_parameters is not None and not isinstance(model_parameters, Mapping):
         raise TypeError(f"model_parameters must be a dict, got {type(model_parameters).__name__}")
     fmt = ResponseFormat.of(response_format)
+    spec = RequestSpec.of(request)
+    columns = Columns(result_column, None if fail_on_error else error_column, usage_column)
+    if data_columns is not None:
+        spec.check_columns(data_columns)
+        columns.check_free(data_columns)
     model, resolved = _model_for(endpoint, task, workspace)
     if isinstance(model, ServingClientBase):
         _ = model.transport  # resolve host and credentials here, on the driver
     caller = caller_for(model, resolved, model_parameters or {}, fmt)
-    columns = Columns(result_column, None if fail_on_error else error_column, usage_column)
-    return QueryPlan(
-        caller, resolved, RequestSpec.of(request), fmt, columns, fail_on_error, max_concurrency
-    )
+    return QueryPlan(caller, resolved, spec, fmt, columns, fail_on_error, max_concurrency)
 
 
-def _model_for(endpoint: Any, task: str | None, workspace: Any) -> tuple[Any, str]:
+def _model_for(
+    endpoint: Any, task: str | None, workspace: ServingWorkspace | None
+) -> tuple[Any, str]:
+    if workspace is not None and not isinstance(workspace, ServingWorkspace):
+        raise TypeError(f"workspace must be a ServingWorkspace, got {type(workspace).__name__}")
     for name, cls in _TASK_CLASSES.items():
         if isinstance(endpoint, cls):
             if task is not None and task != name:
                 raise ValueError(f"task={task!r} does not match a {cls.__name__} ({name})")
+            if workspace is not None:
+                raise ValueError("workspace= applies to endpoint names; this model has its own")
             return endpoint, name
     if isinstance(endpoint, str):
-        resolved = task or _listed_task(endpoint, workspace) or "chat"
-        kwargs: dict[str, Any] = {"endpoint": endpoint}
-        if workspace is not None:
-            kwargs["workspace"] = workspace
-        return _TASK_CLASSES[resolved](**kwargs), resolved
+        ws = workspace if workspace is not None else ServingWorkspace()
+        resolved = task or _listed_task(endpoint, ws) or "chat"
+        return _TASK_CLASSES[resolved](endpoint=endpoint, workspace=ws), resolved
     if isinstance(endpoint, Runnable):
-        if task is not None:
-            raise ValueError("task= applies to endpoints; a Runnable is run as it is")
+        if task is not None or workspace is not None:
+            raise ValueError("task= and workspace= apply to endpoint names, not to a Runnable")
         return endpoint, "runnable"
     raise TypeError(
         "endpoint must be an endpoint name, a ChatServing / ServingLLM / ServingEmbeddings, "
@@ -212,12 +237,56 @@ def _model_for(endpoint: Any, task: str | None, workspace: Any) -> tuple[Any, st
     )
 
 
-def _listed_task(endpoint: str, workspace: Any) -> str | None:
-    """The endpoint's task from the workspace listing, when there is one to ask."""
-    lookup = getattr(workspace, "endpoint_task", None)
-    if lookup is None:
+def _listed_task(endpoint: str, workspace: ServingWorkspace) -> str | None:
+    """The endpoint's task from the workspace's listing; None when there is no listing.
+
+    A listing without the endpoint raises `ServingNotFoundError` naming the closest names,
+    before any row is sent.
+    """
+    try:
+        workspace.list_endpoints()
+    except ServingError as error:
+        logger.debug("no endpoint listing (%s); %r is queried as a chat endpoint", error, endpoint)
         return None
-    return _TASK_OF_LISTING.get(str(lookup(endpoint)))
+    return _TASK_OF_LISTING.get(str(workspace.endpoint_task(endpoint)))
+
+
+def pinned(model: Any) -> Any:
+    """`model` over a workspace whose host and credentials are fixed (`pinned_workspace`)."""
+    if not isinstance(model, ServingClientBase):
+        return model
+    own = {
+        name: getattr(model, name)
+        for name in model.model_fields_set
+        if name not in CONNECTION_FIELDS and name != "workspace"
+    }
+    return type(model)(**own, workspace=pinned_workspace(model.connection))
+
+
+def pinned_workspace(ws: ServingWorkspace) -> ServingWorkspace:
+    """A workspace with `ws`'s configuration resolved here, on the driver.
+
+    A pickled workspace resolves its configuration again where it is unpickled, and
+    executors may have no `DATABRICKS_*` variables or profile: they get the values.
+    """
+    fields: dict[str, Any] = {name: getattr(ws, name) for name in CONNECTION_FIELDS}
+    if ws.auth is None:
+        settings = resolve_settings(
+            host=ws.host,
+            token=ws.token,
+            client_id=ws.client_id,
+            client_secret=ws.client_secret,
+            profile=ws.profile,
+            workspace=ws.base_url is None,
+        )
+        fields.update(host=settings.host, profile=None, token=None)
+        fields.update(client_id=None, client_secret=None)
+        credential = settings.credential
+        if isinstance(credential, ClientCredentials):
+            fields.update(client_id=credential.client_id, client_secret=credential.client_secret)
+        elif credential is not None:
+            fields["token"] = credential
+    return ServingWorkspace(**fields)
 
 
 # -- per-process sharing (executors) ------------------------------------------------------

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_servingx.batch._calls import format_error
 from langchain_servingx.batch._loop import run_sync
-from langchain_servingx.batch._plan import QueryPlan, build_plan
+from langchain_servingx.batch._plan import QueryPlan, build_plan, pinned_workspace
 from langchain_servingx.batch._runner import Outcome
+from langchain_servingx.workspace import ServingWorkspace
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -62,6 +63,7 @@ def query_spark(df: DataFrame, plan: QueryPlan) -> DataFrame:
 
     plan.request.check_columns(df.columns)
     plan.columns.check_free(df.columns)
+    plan = plan.pinned()
     added = added_schema(plan)
     schema = T.StructType([*df.schema.fields, *added.fields])
     needed = list(plan.request.columns) if plan.request.columns is not None else None
@@ -136,6 +138,8 @@ def register_ai_query(
     from pyspark.sql.pandas.functions import pandas_udf
     from pyspark.sql.types import StringType
 
+    pinned = pinned_workspace(workspace if workspace is not None else ServingWorkspace())
+    _ = pinned.transport  # a configuration problem shows here, not on an executor
     plans: dict[str, QueryPlan] = {}
 
     def plan_for(endpoint: str) -> QueryPlan:
@@ -152,7 +156,7 @@ def register_ai_query(
                 error_column="error",
                 usage_column=None,
                 max_concurrency=max_concurrency,
-                workspace=workspace,
+                workspace=pinned,
             ).shared()
             plans[endpoint] = plan
         return plan

@@ -33,9 +33,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from langchain_servingx.local.config import EndpointConfig, Task
+from langchain_servingx import contract
+from langchain_servingx.contract import Task
+from langchain_servingx.local.config import EndpointConfig
 from langchain_servingx.local.engines import Answer, Engine, build_engines
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -53,9 +55,9 @@ KEEPALIVE_SECONDS = 10.0
 LOAD_WAIT_SECONDS = 300.0
 
 _TASK_OF_KEY: dict[str, Task] = {
-    "messages": "llm/v1/chat",
-    "prompt": "llm/v1/completions",
-    "input": "llm/v1/embeddings",
+    "messages": contract.CHAT,
+    "prompt": contract.COMPLETIONS,
+    "input": contract.EMBEDDINGS,
 }
 
 
@@ -73,7 +75,7 @@ class Registry:
 
         async def load_all() -> None:
             order = sorted(
-                self.engines.values(), key=lambda e: e.config.task == "llm/v1/embeddings"
+                self.engines.values(), key=lambda e: e.config.task == contract.EMBEDDINGS
             )
             for engine in order:
                 if engine.error is None:
@@ -105,7 +107,7 @@ class Registry:
         try:
             return self.engines[name]
         except KeyError:
-            raise ServingError(
+            raise EndpointError(
                 404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint {name!r} does not exist."
             ) from None
 
@@ -115,11 +117,11 @@ class Registry:
         try:
             await asyncio.wait_for(self._settled[name].wait(), LOAD_WAIT_SECONDS)
         except asyncio.TimeoutError:  # not yet the builtin on Python 3.10
-            raise ServingError(
+            raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is still loading."
             ) from None
         if engine.error is not None:
-            raise ServingError(
+            raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"Endpoint {name!r} is not ready: {engine.error}"
             )
         return engine
@@ -142,7 +144,7 @@ class Registry:
             }
         else:
             served["foundation_model"] = {"name": config.served_model_name}
-        capabilities = {"function_calling": True} if config.task == "llm/v1/chat" else {}
+        capabilities = {"function_calling": True} if config.task == contract.CHAT else {}
         return {
             "name": name,
             "id": name,
@@ -180,9 +182,9 @@ def _authorizer(token: str | None) -> Callable[[Request], Awaitable[None]]:
         elif scheme.lower() != "bearer":
             credential = ""
         if not credential:
-            raise ServingError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
+            raise EndpointError(401, "UNAUTHENTICATED", "Missing credentials: send a bearer token.")
         if not secrets.compare_digest(credential.strip().encode(), token.encode()):
-            raise ServingError(401, "UNAUTHENTICATED", "Invalid access token.")
+            raise EndpointError(401, "UNAUTHENTICATED", "Invalid access token.")
 
     return authorize
 
@@ -192,9 +194,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ServingError(400, "BAD_REQUEST", f"Request body is not valid JSON: {error}") from None
+        raise EndpointError(
+            400, "BAD_REQUEST", f"Request body is not valid JSON: {error}"
+        ) from None
     if not isinstance(body, dict):
-        raise ServingError(400, "BAD_REQUEST", "Request body must be a JSON object.")
+        raise EndpointError(400, "BAD_REQUEST", "Request body must be a JSON object.")
     return body
 
 
@@ -202,7 +206,7 @@ def _check_task(config: EndpointConfig, body: dict[str, Any], route_task: Task |
     """400 when the request is for another task than the endpoint's."""
     asked = route_task or next((t for k, t in _TASK_OF_KEY.items() if k in body), None)
     if asked is not None and asked != config.task:
-        raise ServingError(
+        raise EndpointError(
             400,
             "BAD_REQUEST",
             f"Endpoint {config.name!r} has task {config.task}; this is a {asked} request.",
@@ -228,7 +232,7 @@ async def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[by
             except StopAsyncIteration:
                 break
             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-    except ServingError as error:
+    except EndpointError as error:
         yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
         return
     except Exception as error:
@@ -252,9 +256,9 @@ async def _answer(engine: Engine, body: dict[str, Any]) -> Response:
     task = engine.config.task
     headers = {"served-model-name": engine.config.served_model_name}
     answer: Answer
-    if task == "llm/v1/chat":
+    if task == contract.CHAT:
         answer = await engine.chat(parse_request(ChatRequest, body), body)
-    elif task == "llm/v1/completions":
+    elif task == contract.COMPLETIONS:
         answer = await engine.completions(parse_request(CompletionRequest, body), body)
     else:
         answer = await engine.embeddings(parse_request(EmbeddingRequest, body), body)
@@ -264,7 +268,7 @@ async def _answer(engine: Engine, body: dict[str, Any]) -> Response:
     return StreamingResponse(_sse(answer), media_type="text/event-stream", headers=headers)
 
 
-def _error_response(error: ServingError) -> JSONResponse:
+def _error_response(error: EndpointError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
@@ -290,28 +294,28 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
     app.state.registry = registry
     auth = [Depends(_authorizer(token))]
 
-    @app.exception_handler(ServingError)
-    async def serving_error(_request: Request, error: ServingError) -> JSONResponse:
+    @app.exception_handler(EndpointError)
+    async def serving_error(_request: Request, error: EndpointError) -> JSONResponse:
         return _error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 404:
             message = f"No API found for '{request.method} {request.url.path}'."
-            return _error_response(ServingError(404, "ENDPOINT_NOT_FOUND", message))
+            return _error_response(EndpointError(404, "ENDPOINT_NOT_FOUND", message))
         code = "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_ERROR"
-        return _error_response(ServingError(error.status_code, code, str(error.detail)))
+        return _error_response(EndpointError(error.status_code, code, str(error.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-        return _error_response(ServingError(400, "BAD_REQUEST", "; ".join(parts)))
+        return _error_response(EndpointError(400, "BAD_REQUEST", "; ".join(parts)))
 
     @app.exception_handler(Exception)
     async def crashed(_request: Request, error: Exception) -> JSONResponse:
         log.exception("request failed")
         message = f"{type(error).__name__}: {error}"
-        return _error_response(ServingError(500, "INTERNAL_ERROR", message))
+        return _error_response(EndpointError(500, "INTERNAL_ERROR", message))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -339,24 +343,24 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         body = await _json_body(request)
         name = body.get("model")
         if not isinstance(name, str) or not name:
-            raise ServingError(400, "BAD_REQUEST", "model: the endpoint name is required.")
+            raise EndpointError(400, "BAD_REQUEST", "model: the endpoint name is required.")
         _check_task(registry.engine(name).config, body, task)
         return await _answer(await registry.ready_engine(name), body)
 
     @app.post("/serving-endpoints/chat/completions", dependencies=auth)
     async def chat_completions(request: Request) -> Response:
         """OpenAI-compatible chat; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/chat")
+        return await openai_route(request, contract.CHAT)
 
     @app.post("/serving-endpoints/completions", dependencies=auth)
     async def completions(request: Request) -> Response:
         """OpenAI-compatible completions; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/completions")
+        return await openai_route(request, contract.COMPLETIONS)
 
     @app.post("/serving-endpoints/embeddings", dependencies=auth)
     async def embeddings(request: Request) -> Response:
         """OpenAI-compatible embeddings; ``model`` names the endpoint."""
-        return await openai_route(request, "llm/v1/embeddings")
+        return await openai_route(request, contract.EMBEDDINGS)
 
     @app.post("/serving-endpoints/{name}/invocations", dependencies=auth)
     async def invocations(name: str, request: Request) -> Response:
@@ -371,7 +375,7 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         """A call to one served model behind the endpoint (each endpoint has one)."""
         engine = registry.engine(name)
         if served != engine.config.served_model_name:
-            raise ServingError(
+            raise EndpointError(
                 404,
                 "RESOURCE_DOES_NOT_EXIST",
                 f"Endpoint {name!r} has no served model {served!r}; it serves "

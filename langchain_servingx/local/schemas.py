@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from langchain_servingx.local.errors import ServingError
+from langchain_servingx.local.errors import EndpointError
 
 __all__ = [
     "ChatMessage",
@@ -272,11 +272,11 @@ def parse_request(
     model: type[ChatRequest] | type[CompletionRequest] | type[EmbeddingRequest],
     body: dict[str, Any],
 ) -> Any:
-    """Validate ``body`` (``extra_params`` merged in) or raise a 400 ``ServingError``."""
+    """Validate ``body`` (``extra_params`` merged in) or raise a 400 ``EndpointError``."""
     extra = body.get("extra_params")
     if isinstance(extra, dict):
         body = {**{k: v for k, v in body.items() if k != "extra_params"}, **extra}
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        raise ServingError(400, "BAD_REQUEST", validation_message(error)) from None
+        raise EndpointError(400, "BAD_REQUEST", validation_message(error)) from None

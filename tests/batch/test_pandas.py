@@ -17,6 +17,7 @@ from langchain_servingx import (
     ChatServing,
     ServingEmbeddings,
     ServingLLM,
+    ServingNotFoundError,
     aai_query,
     ai_query,
 )
@@ -30,7 +31,7 @@ from tests.batch.endpoints import (
     install,
     user_text,
 )
-from tests.serving_server import ServingTestServer
+from tests.serving_server import Reply, ServingTestServer
 
 
 class Person(BaseModel):
@@ -327,3 +328,19 @@ def test_core_package_imports_neither_pandas_nor_pyspark() -> None:
         "assert 'pandas' not in sys.modules and 'pyspark' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+
+
+def test_task_comes_from_the_listing(serving_env: ServingTestServer) -> None:
+    install(serving_env)
+    listing = {
+        "endpoints": [
+            {"name": "test-embeddings", "task": "llm/v1/embeddings", "state": {"ready": "READY"}},
+            {"name": "test-chat", "task": "llm/v1/chat", "state": {"ready": "READY"}},
+        ]
+    }
+    serving_env.reply("/api/2.0/serving-endpoints", Reply.json(listing))
+    out = ai_query(_frame(["ab"]), "test-embeddings", "text", progress=False)
+    assert list(out["result"]) == [embed("ab")]
+    with pytest.raises(ServingNotFoundError, match="no endpoint named 'test-embedings'.*closest"):
+        ai_query(_frame(["ab"]), "test-embedings", "text", progress=False)
+    assert serving_env.requests_to(CHAT) == []

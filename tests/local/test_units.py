@@ -136,11 +136,11 @@ def test_conversation_renders_history_and_instructions() -> None:
 
 
 def test_bad_schema_is_a_client_error() -> None:
-    from langchain_servingx.local.errors import ServingError
+    from langchain_servingx.local.errors import EndpointError
     from langchain_servingx.local.prompting import schema_grammar
 
     assert "root" in schema_grammar({"type": "object", "properties": {}}, "f")
-    with pytest.raises(ServingError, match="f: unsupported JSON schema"):
+    with pytest.raises(EndpointError, match="f: unsupported JSON schema"):
         schema_grammar({"type": "no-such-type"}, "f")
 
 
@@ -148,7 +148,7 @@ async def test_sse_keeps_alive_and_reports_errors_in_band(monkeypatch: pytest.Mo
     import asyncio
 
     from langchain_servingx.local import app
-    from langchain_servingx.local.errors import ServingError
+    from langchain_servingx.local.errors import EndpointError
 
     monkeypatch.setattr(app, "KEEPALIVE_SECONDS", 0.05)
 
@@ -156,7 +156,7 @@ async def test_sse_keeps_alive_and_reports_errors_in_band(monkeypatch: pytest.Mo
         await asyncio.sleep(0.2)
         yield {"n": 1}
         if fail:
-            raise ServingError(500, "INTERNAL_ERROR", "boom")
+            raise EndpointError(500, "INTERNAL_ERROR", "boom")
 
     ok = [line async for line in app._sse(slow(fail=False))]
     assert ok[0] == b": keep-alive\n\n"
