@@ -124,19 +124,22 @@ def register_ai_query(
     spark: SparkSession,
     name: str = "ai_query",
     *,
-    workspace: Any = None,
+    workspace: ServingWorkspace | None = None,
     fail_on_error: bool = True,
     max_concurrency: int = 64,
 ) -> None:
     """Register `ai_query(endpoint, request)` as a Spark SQL function.
 
-    `SELECT ai_query('local-chat', 'Can you explain AI in ten words?')` answers text;
-    an embeddings endpoint (by its listed task) answers its vector as JSON text; rows in
-    one Arrow batch that name the same endpoint run concurrently, equal ones once.
+    `SELECT ai_query('local-chat', 'Can you explain AI in ten words?')` answers text, the
+    endpoint's task coming from the workspace's listing; an embeddings endpoint answers its
+    vector as JSON text (`from_json(..., 'array<float>')` types it). With
+    `fail_on_error=False` the function returns `struct<result, errorMessage>` instead, as
+    SQL's `ai_query(..., failOnError => false)` does. Rows of one Arrow batch that name
+    the same endpoint run concurrently, equal requests once.
     """
     import pandas as pd
     from pyspark.sql.pandas.functions import pandas_udf
-    from pyspark.sql.types import StringType
+    from pyspark.sql.types import StringType, StructField, StructType
 
     pinned = pinned_workspace(workspace if workspace is not None else ServingWorkspace())
     _ = pinned.transport  # a configuration problem shows here, not on an executor
@@ -161,21 +164,46 @@ def register_ai_query(
             plans[endpoint] = plan
         return plan
 
-    def ai_query_udf(endpoints: pd.Series, requests: pd.Series) -> pd.Series:
-        answers: list[Any] = [None] * len(requests)
+    def answer(endpoints: pd.Series, requests: pd.Series) -> tuple[list[Any], list[str | None]]:
+        results: list[Any] = [None] * len(requests)
+        errors: list[str | None] = [None] * len(requests)
         for endpoint in dict.fromkeys(endpoints.dropna()):
             positions = [i for i, e in enumerate(endpoints) if e == endpoint]
             plan = plan_for(str(endpoint))
-            rows = [{"request": requests.iloc[i]} for i in positions]
-            sent, result = run_sync(plan.run_rows(rows))
+            sent, result = run_sync(
+                plan.run_rows([{"request": requests.iloc[i]} for i in positions])
+            )
             failure = result.failure()
             if failure is not None:
                 row, error = failure
                 raise plan.row_error(error, f"{name}() row", sent[row])
             for i, outcome in zip(positions, result.outcomes, strict=True):
-                value = None if outcome is None else outcome.value
-                answers[i] = None if value is None else plan.fmt.for_spark(value)
-        return pd.Series(answers, dtype=object)
+                if outcome is None:
+                    continue
+                if outcome.value is not None:
+                    results[i] = plan.fmt.for_spark(outcome.value)
+                if outcome.error is not None:
+                    errors[i] = format_error(outcome.error)
+        return results, errors
 
-    udf = pandas_udf(ai_query_udf, StringType())  # type: ignore[call-overload,unused-ignore]
+    # pandas_udf reads the kind of function from its annotations: one per return type.
+    def strict_udf(endpoints: pd.Series, requests: pd.Series) -> pd.Series:
+        return pd.Series(answer(endpoints, requests)[0], dtype=object)
+
+    def lenient_udf(endpoints: pd.Series, requests: pd.Series) -> pd.DataFrame:
+        results, errors = answer(endpoints, requests)
+        return pd.DataFrame({"result": results, "errorMessage": errors})
+
+    # The annotations above are strings (postponed evaluation); pandas_udf needs the types.
+    strict_udf.__annotations__ = {
+        "endpoints": pd.Series,
+        "requests": pd.Series,
+        "return": pd.Series,
+    }
+    lenient_udf.__annotations__ = {**strict_udf.__annotations__, "return": pd.DataFrame}
+    if fail_on_error:
+        udf = pandas_udf(strict_udf, StringType())  # type: ignore[call-overload,unused-ignore]
+    else:
+        fields = [StructField("result", StringType()), StructField("errorMessage", StringType())]
+        udf = pandas_udf(lenient_udf, StructType(fields))  # type: ignore[call-overload,unused-ignore]
     spark.udf.register(name, udf)

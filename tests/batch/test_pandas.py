@@ -341,6 +341,6 @@ def test_task_comes_from_the_listing(serving_env: ServingTestServer) -> None:
     serving_env.reply("/api/2.0/serving-endpoints", Reply.json(listing))
     out = ai_query(_frame(["ab"]), "test-embeddings", "text", progress=False)
     assert list(out["result"]) == [embed("ab")]
-    with pytest.raises(ServingNotFoundError, match="no endpoint named 'test-embedings'.*closest"):
+    with pytest.raises(ServingNotFoundError, match=r"no endpoint named 'test-embedings'.*closest"):
         ai_query(_frame(["ab"]), "test-embedings", "text", progress=False)
     assert serving_env.requests_to(CHAT) == []

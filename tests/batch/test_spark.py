@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel
 from pyspark.sql import types as T  # noqa: N812
 
-from langchain_servingx import ChatServing, ServingEmbeddings, ai_query
+from langchain_servingx import ChatServing, ServingEmbeddings, ai_query, register_ai_query
 from langchain_servingx.batch._plan import build_plan
 from tests.batch.endpoints import CHAT, EMBEDDINGS, bodies, embed, install, user_text
 from tests.serving_server import ServingTestServer
@@ -151,3 +151,22 @@ def test_connections_are_reused_across_tasks(spark: Any, serving_env: ServingTes
     assert len(serving_env.requests_to(CHAT)) == 64
     # Two worker processes, at most 4 connections each, shared by all 8 tasks.
     assert len(peers) <= 8
+
+
+def test_sql_function(spark: Any, serving_env: ServingTestServer) -> None:
+    install(serving_env)
+    register_ai_query(spark)
+    answer = spark.sql("SELECT ai_query('test-chat', 'Can you explain AI in ten words?') AS a")
+    assert answer.collect()[0].a == "echo: Can you explain AI in ten words?"
+    _frame(spark, ["x", "y", "x"]).createOrReplaceTempView("texts")
+    rows = spark.sql("SELECT id, ai_query('test-chat', text) AS answer FROM texts").collect()
+    assert {r.id: r.answer for r in rows} == {0: "echo: x", 1: "echo: y", 2: "echo: x"}
+
+
+def test_sql_function_without_failing(spark: Any, serving_env: ServingTestServer) -> None:
+    install(serving_env)
+    register_ai_query(spark, "ai_query_lenient", fail_on_error=False)
+    _frame(spark, ["fine", "bad"], 1).createOrReplaceTempView("lenient")
+    rows = spark.sql("SELECT id, ai_query_lenient('test-chat', text) AS a FROM lenient").collect()
+    answers = {r.id: (r.a.result, r.a.errorMessage) for r in rows}
+    assert answers == {0: ("echo: fine", None), 1: (None, "BAD_REQUEST: the input is not allowed")}
