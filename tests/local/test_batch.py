@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from langchain_servingx import ServingEmbeddings, ai_query
+from langchain_servingx import ServingEmbeddings, ServingNotFoundError, ai_query
 
 TEXTS = [
     "The cat sat on the mat all afternoon.",
@@ -88,9 +88,16 @@ def test_structured_output(local_env: str) -> None:
         assert all(isinstance(v, str) for v in result.values())
 
 
-def test_unknown_endpoint_is_a_row_error(local_env: str, df: pd.DataFrame) -> None:
-    out = ai_query(df.head(2), "no-such-endpoint", "text", fail_on_error=False, progress=False)
+def test_unknown_endpoint(local_env: str, df: pd.DataFrame) -> None:
+    # By name alone the listing is asked for the task, and the name is refused at once.
+    with pytest.raises(ServingNotFoundError, match="no endpoint named 'local-chatt'"):
+        ai_query(df, "local-chatt", "text", progress=False)
+    # With the task given, every row is sent and fails in its own row.
+    out = ai_query(
+        df.head(2), "local-chatt", "text", task="chat", fail_on_error=False, progress=False
+    )
     assert list(out["result"]) == [None, None]
     assert all(
-        e.startswith("RESOURCE_DOES_NOT_EXIST") or e.startswith("404") for e in out["error"]
+        e.startswith("ENDPOINT_NOT_FOUND") or e.startswith("RESOURCE_DOES_NOT_EXIST")
+        for e in out["error"]
     ), list(out["error"])
