@@ -48,6 +48,7 @@ from langchain_servingx._errors import (
 from langchain_servingx._version import __version__
 
 __all__ = [
+    "ApiCall",
     "EndpointAddress",
     "ErrorExplainer",
     "InvocationTransport",
@@ -58,6 +59,9 @@ __all__ = [
 logger = logging.getLogger("langchain_servingx")
 
 Task = contract.Task
+_POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=128)
+"""httpx keeps only 20 idle connections by default: at batch concurrency (ai_query, batch(),
+embeddings) every request past the 20th would open a new connection."""
 _USER_AGENT = f"langchain-servingx/{__version__}"
 _URL_CACHE_SIZE = 256
 
@@ -201,6 +205,39 @@ class RetryPolicy:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One call to `{host}/api/2.0/{path}`, with any method.
+
+    A GET is retried even after a read timeout (it re-runs nothing). `name` is the endpoint
+    it concerns, for errors; `max_retries` overrides the policy's (0: a best-effort lookup).
+    """
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    name: str | None = None
+    max_retries: int | None = None
+
+    def how(self) -> _How:
+        """How the send loops treat it."""
+        return _How(idempotent=self.method == "GET", max_retries=self.max_retries)
+
+
+@dataclass(frozen=True)
+class _How:
+    """How one request is retried and explained.
+
+    `task` (an invocation's) lets a 400/404 be explained; `idempotent` allows retrying read
+    timeouts; `max_retries` caps the policy's; `retry` replaces it (the batch runner's).
+    """
+
+    task: Task | None = None
+    idempotent: bool = False
+    max_retries: int | None = None
+    retry: RetryPolicy | None = None
+
+
 class ErrorExplainer(Protocol):
     """Adds what the workspace knows to a 400/404 (another task, no such endpoint)."""
 
@@ -263,6 +300,7 @@ class InvocationTransport:
             "timeout": self.timeout,
             "headers": {"User-Agent": _USER_AGENT, "Accept": "application/json"},
             "follow_redirects": False,  # never hand a token to another host
+            "limits": _POOL_LIMITS,
         }
 
     @property
@@ -313,20 +351,6 @@ class InvocationTransport:
         )
 
     def invoke(
-        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
-    ) -> dict[str, Any]:
-        """POST `body` and return the decoded JSON answer."""
-        request = self._build(self.client, task, endpoint, body, served_model)
-        try:
-            response = self._send(request, endpoint, stream=False)
-        except ServingError as error:
-            explained = self._explained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
-        return _decode(response, endpoint)
-
-    async def ainvoke(
         self,
         task: Task,
         endpoint: str,
@@ -335,16 +359,18 @@ class InvocationTransport:
         served_model: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> dict[str, Any]:
-        """Async `invoke`; `retry` replaces the transport's policy for this call."""
+        """POST `body` and return the decoded JSON answer; `retry` replaces the policy."""
+        request = self._build(self.client, task, endpoint, body, served_model)
+        response = self._send(request, endpoint, stream=False, how=_How(task, retry=retry))
+        return _decode(response, endpoint)
+
+    async def ainvoke(
+        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+    ) -> dict[str, Any]:
+        """Async `invoke`."""
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        try:
-            response = await self._asend(client, request, endpoint, stream=False, retry=retry)
-        except ServingError as error:
-            explained = await self._aexplained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = await self._asend(client, request, endpoint, stream=False, how=_How(task))
         return _decode(response, endpoint)
 
     def stream(
@@ -353,13 +379,7 @@ class InvocationTransport:
         """POST `body` with `"stream": true` and yield each event's JSON object."""
         body["stream"] = True
         request = self._build(self.client, task, endpoint, body, served_model)
-        try:
-            response = self._send(request, endpoint, stream=True)
-        except ServingError as error:
-            explained = self._explained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = self._send(request, endpoint, stream=True, how=_How(task))
         try:
             reader = _StreamReader(endpoint)
             try:
@@ -382,13 +402,7 @@ class InvocationTransport:
         body["stream"] = True
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        try:
-            response = await self._asend(client, request, endpoint, stream=True)
-        except ServingError as error:
-            explained = await self._aexplained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = await self._asend(client, request, endpoint, stream=True, how=_How(task))
         try:
             reader = _StreamReader(endpoint)
             try:
@@ -404,79 +418,48 @@ class InvocationTransport:
         finally:
             await response.aclose()
 
-    def _explained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
-        if self.explainer is None or not _explainable(error):
+    def _explained(
+        self, task: Task | None, endpoint: str | None, error: ServingError
+    ) -> ServingError:
+        if task is None or endpoint is None or self.explainer is None or not _explainable(error):
             return error
         return self.explainer.explain(task, endpoint, error)
 
-    async def _aexplained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
-        if self.explainer is None or not _explainable(error):
+    async def _aexplained(
+        self, task: Task | None, endpoint: str | None, error: ServingError
+    ) -> ServingError:
+        if task is None or endpoint is None or self.explainer is None or not _explainable(error):
             return error
         return await self.explainer.aexplain(task, endpoint, error)
 
     # -- the workspace API: method-generic, GET is idempotent ----------------------------
 
     def _api_request(
-        self,
-        client: httpx.Client | httpx.AsyncClient,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
+        self, client: httpx.Client | httpx.AsyncClient, call: ApiCall
     ) -> httpx.Request:
+        body = call.body
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {} if body is None else {"Content-Type": "application/json"}
         return client.build_request(
-            method, self.address.api_url(path), content=content, headers=headers
+            call.method, self.address.api_url(call.path), content=content, headers=headers
         )
 
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        max_retries: int | None = None,
-    ) -> dict[str, Any]:
-        """Call `{host}/api/2.0/{path}` and return its JSON object (`name`: for errors)."""
-        request = self._api_request(self.client, method, path, body)
-        response = self._send(
-            request, name, stream=False, idempotent=method == "GET", max_retries=max_retries
-        )
-        return _decode(response, name)
+    def api(self, call: ApiCall) -> dict[str, Any]:
+        """Make one call to the workspace API and return its JSON object."""
+        request = self._api_request(self.client, call)
+        return _decode(self._send(request, call.name, stream=False, how=call.how()), call.name)
 
-    async def aapi(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        max_retries: int | None = None,
-    ) -> dict[str, Any]:
+    async def aapi(self, call: ApiCall) -> dict[str, Any]:
         """Async `api`."""
         client = await self.aclient()
-        request = self._api_request(client, method, path, body)
-        response = await self._asend(
-            client,
-            request,
-            name,
-            stream=False,
-            idempotent=method == "GET",
-            max_retries=max_retries,
-        )
-        return _decode(response, name)
+        request = self._api_request(client, call)
+        response = await self._asend(client, request, call.name, stream=False, how=call.how())
+        return _decode(response, call.name)
 
     # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
 
     def _send(
-        self,
-        request: httpx.Request,
-        endpoint: str | None,
-        *,
-        stream: bool,
-        idempotent: bool = False,
-        max_retries: int | None = None,
+        self, request: httpx.Request, endpoint: str | None, *, stream: bool, how: _How
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -491,7 +474,10 @@ class InvocationTransport:
                 response.read()
                 response.close()
                 error = _response_error(response, endpoint)
-            time.sleep(self._retry_delay(attempt, error, idempotent, max_retries))
+            delay = self._retry_delay(attempt, error, how)
+            if delay is None:
+                raise self._explained(how.task, endpoint, error)
+            time.sleep(delay)
             attempt += 1
 
     async def _asend(
@@ -501,9 +487,7 @@ class InvocationTransport:
         endpoint: str | None,
         *,
         stream: bool,
-        idempotent: bool = False,
-        max_retries: int | None = None,
-        retry: RetryPolicy | None = None,
+        how: _How,
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -518,29 +502,21 @@ class InvocationTransport:
                 await response.aread()
                 await response.aclose()
                 error = _response_error(response, endpoint)
-            await asyncio.sleep(self._retry_delay(attempt, error, idempotent, max_retries, retry))
+            delay = self._retry_delay(attempt, error, how)
+            if delay is None:
+                raise await self._aexplained(how.task, endpoint, error)
+            await asyncio.sleep(delay)
             attempt += 1
 
-    def _retry_delay(
-        self,
-        attempt: int,
-        error: ServingError,
-        idempotent: bool,
-        max_retries: int | None,
-        retry: RetryPolicy | None = None,
-    ) -> float:
-        """Seconds to wait before retrying after `error`; raises it when not retrying.
-
-        `retry` replaces the transport's policy for one call (the batch runner's, which
-        paces 429s itself).
-        """
+    def _retry_delay(self, attempt: int, error: ServingError, how: _How) -> float | None:
+        """Seconds to wait before retrying after `error`, or None to raise it."""
         delay = (
             None
-            if max_retries is not None and attempt >= max_retries
-            else (retry or self.retry).delay(attempt, error, idempotent=idempotent)
+            if how.max_retries is not None and attempt >= how.max_retries
+            else (how.retry or self.retry).delay(attempt, error, idempotent=how.idempotent)
         )
         if delay is None:
-            raise error
+            return None
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
         return delay
 

@@ -4,6 +4,10 @@ Each caller turns requests into one HTTP call (embeddings pack several texts int
 through the model's own request building and answer parsing, so a row sent by `ai_query`
 is exactly what `ChatServing`, `ServingLLM` or `ServingEmbeddings` would send. 429s are not
 retried by the transport here: the batch runner paces them (`_limiter`).
+
+Calls are synchronous and run on the runner's thread pool: over the pooled sync client
+they cost far less CPU than httpx's async pool at batch concurrency (measured: about a
+third), and CPU is what bounds a batch on a small executor.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class Caller(ABC):
     """The object holding the connection (shared per executor process on Spark)."""
 
     @abstractmethod
-    async def call(self, requests: Sequence[Any]) -> Answer:
+    def call(self, requests: Sequence[Any]) -> Answer:
         """Send `requests` in one call; raise if the call as a whole fails."""
 
     @abstractmethod
@@ -72,13 +76,11 @@ class _ServingCaller(Caller):
     def with_model(self, model: Any) -> Caller:
         return type(self)(model, self.params, self.fmt)
 
-    async def _send(
-        self, task: contract.Task, endpoint: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _send(self, task: contract.Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         transport = self.model.transport
         # 429s come back at once, so that the runner paces the whole partition.
         retry = dataclasses.replace(transport.retry, retry_rate_limits=False)
-        reply: dict[str, Any] = await transport.ainvoke(
+        reply: dict[str, Any] = transport.invoke(
             task, endpoint, body, served_model=self.model.served_model, retry=retry
         )
         return reply
@@ -94,11 +96,11 @@ class ChatCaller(_ServingCaller):
         if fmt.wire is not None:
             self.params.setdefault("response_format", fmt.wire)
 
-    async def call(self, requests: Sequence[Any]) -> Answer:
+    def call(self, requests: Sequence[Any]) -> Answer:
         (request,) = requests
         messages = _messages(request)
         endpoint, body = self.model._request(messages, None, dict(self.params))
-        reply = await self._send(contract.CHAT, endpoint, body)
+        reply = self._send(contract.CHAT, endpoint, body)
         message = self.model._result(reply, endpoint).generations[0].message
         return Answer([self.fmt.parse(message.text, endpoint)], _usage(message))
 
@@ -108,13 +110,13 @@ class CompletionsCaller(_ServingCaller):
 
     model: ServingLLM
 
-    async def call(self, requests: Sequence[Any]) -> Answer:
+    def call(self, requests: Sequence[Any]) -> Answer:
         (prompt,) = requests
         if not isinstance(prompt, str):
             raise TypeError(f"a completions request must be text, got {type(prompt).__name__}")
         call = self.model._completion_call([prompt], None, self.params)
         (group,) = call.pending
-        reply = await self._send(contract.COMPLETIONS, call.endpoint, call.body(group))
+        reply = self._send(contract.COMPLETIONS, call.endpoint, call.body(group))
         call.add(group, reply)
         return Answer([call.generations[0][0].text], _wire_usage(reply))
 
@@ -130,13 +132,13 @@ class EmbeddingsCaller(_ServingCaller):
         super().__init__(model, params, fmt)
         self.pack = model.batch_size
 
-    async def call(self, requests: Sequence[Any]) -> Answer:
+    def call(self, requests: Sequence[Any]) -> Answer:
         for text in requests:
             if not isinstance(text, str):
                 raise TypeError(f"an embeddings request must be text, got {type(text).__name__}")
         batch = _Batch(list(requests), 0, 1, 1)
         body = batch.body({**self.model.documents_params, **self.params})
-        reply = await self._send(contract.EMBEDDINGS, self.model.endpoint, body)
+        reply = self._send(contract.EMBEDDINGS, self.model.endpoint, body)
         vectors = batch.vectors(reply, self.model.endpoint)
         return Answer(list(vectors), _wire_usage(reply))
 
@@ -151,9 +153,9 @@ class RunnableCaller(Caller):
     def with_model(self, model: Any) -> Caller:
         return RunnableCaller(model, self.fmt)
 
-    async def call(self, requests: Sequence[Any]) -> Answer:
+    def call(self, requests: Sequence[Any]) -> Answer:
         (request,) = requests
-        output = await self.model.ainvoke(request)
+        output = self.model.invoke(request)
         usage = _usage(output) if isinstance(output, AIMessage) else None
         return Answer([self.fmt.parse(output, None)], usage)
 

@@ -40,6 +40,7 @@ async def aquery_pandas(
             rows, on_rows_done=None if bar is None else bar.update
         )
     finally:
+        plan.close()
         if bar is not None:
             bar.close()
     failure = result.failure()

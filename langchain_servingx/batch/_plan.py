@@ -15,6 +15,7 @@ import pickle
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -97,6 +98,7 @@ class QueryPlan:
     max_concurrency: int
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     limiter: AdaptiveLimiter | None = field(default=None, compare=False)
+    executor: ThreadPoolExecutor | None = field(default=None, compare=False)
 
     async def run_rows(
         self,
@@ -124,10 +126,13 @@ class QueryPlan:
             return requests, RunResult(outcomes, RunStats(rows=len(rows)), first)
         if self.limiter is None:
             self.limiter = AdaptiveLimiter(self.max_concurrency)
+        if self.executor is None:
+            self.executor = _pool(self.max_concurrency)
         result = await run_requests(
             requests,
             self.caller,
             self.limiter,
+            self.executor,
             fail_fast=self.fail_on_error,
             cache=cache,
             on_rows_done=on_rows_done,
@@ -168,8 +173,22 @@ class QueryPlan:
         model = _shared_model(self.caller.model)
         caller = self.caller if model is self.caller.model else self.caller.with_model(model)
         with _SHARED_LOCK:
-            limiter = _LIMITERS.setdefault(self.key, AdaptiveLimiter(self.max_concurrency))
-        return replace(self, caller=caller, limiter=limiter)
+            limiter = _LIMITERS.get(self.key)
+            if limiter is None:
+                limiter = _LIMITERS[self.key] = AdaptiveLimiter(self.max_concurrency)
+            executor = _EXECUTORS.get(self.max_concurrency)
+            if executor is None:
+                executor = _EXECUTORS[self.max_concurrency] = _pool(self.max_concurrency)
+        return replace(self, caller=caller, limiter=limiter, executor=executor)
+
+    def close(self) -> None:
+        """Stop the plan's own threads (a shared plan's belong to the process)."""
+        executor, self.executor = self.executor, None
+        if executor is not None and executor not in _EXECUTORS.values():
+            executor.shutdown(wait=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "limiter": None, "executor": None}
 
 
 def build_plan(
@@ -294,6 +313,11 @@ def pinned_workspace(ws: ServingWorkspace) -> ServingWorkspace:
 _SHARED_LOCK = threading.Lock()
 _SHARED_MODELS: dict[str, Any] = {}
 _LIMITERS: dict[str, AdaptiveLimiter] = {}
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(size, thread_name_prefix="servingx-batch")
 
 
 def _shared_model(model: Any) -> Any:

@@ -16,6 +16,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ async def run_requests(
     requests: Sequence[Any],
     caller: Caller,
     limiter: AdaptiveLimiter,
+    executor: Executor,
     *,
     fail_fast: bool,
     cache: dict[Any, Outcome] | None = None,
@@ -162,7 +164,8 @@ async def run_requests(
     )
     delayed: list[tuple[float, int, _Work]] = []
     order = itertools.count()
-    running: dict[asyncio.Task[Answer], _Work] = {}
+    loop = asyncio.get_running_loop()
+    running: dict[asyncio.Future[Answer], _Work] = {}
     try:
         while ready or delayed or running:
             if fail_fast and first_error:
@@ -173,7 +176,7 @@ async def run_requests(
             while ready and len(running) < limiter.limit and not limiter.paused_for():
                 work = ready.popleft()
                 work.generation = limiter.generation
-                task = asyncio.ensure_future(caller.call([unique[k] for k in work.keys]))
+                task = loop.run_in_executor(executor, caller.call, [unique[k] for k in work.keys])
                 running[task] = work
                 stats.calls += 1
             waits = [delayed[0][0] - now] if delayed else []
@@ -215,9 +218,7 @@ async def run_requests(
                         settle(key, Outcome(None, error))
     finally:
         for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+            task.cancel()  # calls not started yet are dropped; those in flight finish alone
     return RunResult(outcomes, stats, first_error[0] if first_error and fail_fast else None)
 
 
