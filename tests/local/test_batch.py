@@ -6,21 +6,9 @@ import math
 
 import pandas as pd
 import pytest
-from pydantic import BaseModel
 
 from langchain_servingx import ServingEmbeddings, ServingNotFoundError, ai_query
-
-TEXTS = [
-    "The cat sat on the mat all afternoon.",
-    "Rain is expected over the mountains tomorrow.",
-    "The cat sat on the mat all afternoon.",
-    "Stocks rose after the central bank's announcement.",
-]
-
-
-class City(BaseModel):
-    city: str
-    country: str
+from tests.local.batch_data import CITY_PROMPT, SUMMARY_PROMPT, TEXTS, City
 
 
 @pytest.fixture
@@ -32,7 +20,7 @@ def test_chat_summaries(local_env: str, df: pd.DataFrame) -> None:
     out = ai_query(
         df,
         "local-chat",
-        "Summarize in one line: {text}",
+        SUMMARY_PROMPT,
         model_parameters={"max_tokens": 24, "temperature": 0},
         fail_on_error=False,
         usage_column="usage",
@@ -75,7 +63,7 @@ def test_structured_output(local_env: str) -> None:
     out = ai_query(
         df,
         "local-chat",
-        "Give the city and its country as JSON for: {place}",
+        CITY_PROMPT,
         response_format=City,
         model_parameters={"max_tokens": 48, "temperature": 0},
         fail_on_error=False,

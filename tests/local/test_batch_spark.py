@@ -13,27 +13,15 @@ import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed: run `make test-spark`")
 
-from pydantic import BaseModel
 from pyspark.sql import types as T  # noqa: N812
 
 from langchain_servingx import ServingWorkspace, ai_query, register_ai_query
+from tests.local.batch_data import CITY_PROMPT, SUMMARY_PROMPT, TEXTS, City
 from tests.spark_session import spark
 
 __all__ = ["spark"]
 
 pytestmark = pytest.mark.spark
-
-TEXTS = [
-    "The cat sat on the mat all afternoon.",
-    "Rain is expected over the mountains tomorrow.",
-    "The cat sat on the mat all afternoon.",
-    "Stocks rose after the central bank's announcement.",
-]
-
-
-class City(BaseModel):
-    city: str
-    country: str
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def test_chat_on_spark(local_env: str, texts: Any) -> None:
     out = ai_query(
         texts,
         "local-chat",
-        "Summarize in one line: {text}",
+        SUMMARY_PROMPT,
         model_parameters={"max_tokens": 24, "temperature": 0},
         fail_on_error=False,
     )
@@ -75,7 +63,7 @@ def test_structured_output_on_spark(local_env: str, spark: Any) -> None:
     out = ai_query(
         places,
         "local-chat",
-        "Give the city and its country as JSON for: {place}",
+        CITY_PROMPT,
         response_format=City,
         model_parameters={"max_tokens": 48, "temperature": 0},
     )
