@@ -21,7 +21,7 @@ help:
 	@echo "make test-oldest run the offline suite on the oldest supported runtime versions"
 	@echo "make lock        re-resolve requirements/*.txt (the locked test environment)"
 	@echo "make record      re-record the cassettes against the embedded local endpoint"
-	@echo "make bench       run the benchmarks"
+	@echo "make bench       run the benchmarks (invoke overhead; ai_query throughput, with a plot)"
 
 # pip itself comes from the lock too, so the resolver is the same on every machine.
 $(BIN)/python:
@@ -91,10 +91,12 @@ record: install-local
 demo: install-local
 	$(PY) -m langchain_servingx.local.launch -- $(PY) examples/quickstart.py
 
-# Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI.
-bench: install
-	$(PIPC) --quiet -e ".[test,lint,bench]"
+# Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI;
+# ai_query throughput against a naive UDF, ChatServing.batch and a raw floor (and a plot).
+bench: install install-spark
+	$(PIPC) --quiet -e ".[test,lint,batch,spark,bench]"
 	$(PY) benchmarks/bench_invoke.py
+	PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(PY) benchmarks/bench_ai_query.py
 
 # Re-resolve the lock: every extra, for every supported Python, with uv (itself locked).
 # requirements/oldest.txt: the suite's environment on our runtime dependencies' declared floors

@@ -48,7 +48,9 @@ def test_embeddings_on_spark(local_env: str, texts: Any) -> None:
     assert out.schema["result"].dataType == T.ArrayType(T.FloatType(), containsNull=False)
     rows = {r.id: r.result for r in out.collect()}
     assert all(len(rows[i]) == 384 for i in range(4))
-    assert rows[0] == rows[2]
+    # Equal texts; they may sit in different partitions and batches (padding moves the
+    # last digits of a float32).
+    assert rows[0] == pytest.approx(rows[2], rel=1e-4, abs=1e-5)
 
 
 def test_completions_on_spark(local_env: str, texts: Any) -> None:
