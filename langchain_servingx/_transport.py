@@ -187,6 +187,8 @@ class RetryPolicy:
     max_retry_after: float = 60.0
     retry_read_timeouts: bool = False
     budget: float | None = 120.0
+    retry_rate_limits: bool = True
+    """Off: a 429 is raised at once, for callers that pace themselves (`batch`)."""
 
     def delay(
         self, attempt: int, error: ServingError, *, idempotent: bool = False, elapsed: float = 0.0
@@ -219,6 +221,8 @@ class RetryPolicy:
             return True
         if isinstance(error, ServingTimeoutError) and error.status_code is None:
             return True  # connect, write or pool timeout: no complete request reached the server
+        if error.status_code == 429:
+            return self.retry_rate_limits
         return error.status_code in _RETRY_STATUSES
 
 
@@ -251,12 +255,13 @@ class _How:
     """How one request is retried and explained.
 
     `task` (an invocation's) lets a 400/404 be explained; `idempotent` allows retrying read
-    timeouts; `max_retries` caps the policy's.
+    timeouts; `max_retries` caps the policy's; `retry` replaces it (the batch runner's).
     """
 
     task: Task | None = None
     idempotent: bool = False
     max_retries: int | None = None
+    retry: RetryPolicy | None = None
 
 
 class ErrorExplainer(Protocol):
@@ -378,11 +383,17 @@ class InvocationTransport:
         )
 
     def invoke(
-        self, task: Task, endpoint: str, body: dict[str, Any], *, served_model: str | None = None
+        self,
+        task: Task,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        served_model: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> dict[str, Any]:
-        """POST `body` and return the decoded JSON answer."""
+        """POST `body` and return the decoded JSON answer; `retry` replaces the policy."""
         request = self._build(self.client, task, endpoint, body, served_model)
-        response = self._send(request, endpoint, how=_How(task))
+        response = self._send(request, endpoint, how=_How(task, retry=retry))
         return _served(response, _decode(self._read(response, endpoint), response, endpoint))
 
     async def ainvoke(
@@ -564,7 +575,7 @@ class InvocationTransport:
         delay = (
             None
             if how.max_retries is not None and attempt >= how.max_retries
-            else self.retry.delay(
+            else (how.retry or self.retry).delay(
                 attempt, error, idempotent=how.idempotent, elapsed=_clock() - started
             )
         )

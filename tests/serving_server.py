@@ -24,6 +24,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     raw: bytes
+    peer: tuple[str, int] | None = None  # the client's address: one per connection
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def json(self) -> Any:
@@ -209,6 +211,8 @@ class ServingTestServer:
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     raw,
+                    self.client_address[:2],
+                    time.monotonic(),
                 )
                 with server._lock:
                     server.requests.append(request)
@@ -229,6 +233,9 @@ class ServingTestServer:
                         server.in_flight -= 1
 
             def _write(self, reply: Reply) -> None:
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
