@@ -18,7 +18,7 @@ from langchain_servingx._messages import (
     messages_to_wire,
     usage_from_wire,
 )
-from langchain_servingx._transport import SERVED_MODEL_KEY
+from langchain_servingx._reading import SERVED_MODEL_KEY
 from langchain_servingx.protocols.base import StreamAssembly, WireProtocol
 from langchain_servingx.protocols.streams import CHAT
 
