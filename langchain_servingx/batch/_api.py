@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,12 +118,17 @@ def _plan(data: Any, endpoint: Any, request: Any, arguments: dict[str, Any]) -> 
 
 
 def _engine(data: Any) -> str:
-    """Which engine `data` belongs to, without importing either."""
+    """Which engine `data` belongs to, without importing either.
+
+    A DataFrame's library is imported by whoever made it, so `sys.modules` has it; the
+    class's module is no guide (pandas 3 says `pandas`, pandas 2 `pandas.core.frame`).
+    """
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(data, pandas.DataFrame):
+        return "pandas"
     module = type(data).__module__
     if module.startswith("pyspark.") and type(data).__name__ == "DataFrame":
         return "spark"
-    if module.startswith("pandas.") and type(data).__name__ == "DataFrame":
-        return "pandas"
     raise TypeError(
         f"ai_query takes a pandas or Spark DataFrame, got {type(data).__module__}."
         f"{type(data).__name__}"
