@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import multiprocessing
-import os
 import random
 import statistics
 import struct
@@ -45,7 +44,7 @@ from langchain_core.runnables import RunnableConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_invoke import ThinnestChatModel  # raw round trip + langchain-core, nothing else
+from bench_invoke import ThinnestChatModel, start_canned
 
 from langchain_servingx import ChatServing, ServingEmbeddings
 from tests.serving_server import RecordedRequest, Reply, ServingTestServer, chat_response
@@ -259,13 +258,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    urls: multiprocessing.Queue[str] = multiprocessing.Queue()
-    stop = multiprocessing.Event()
-    child = multiprocessing.Process(target=serve, args=(urls, stop), daemon=True)
-    child.start()
-    base = urls.get(timeout=30)
-    os.environ["DATABRICKS_HOST"] = base
-    os.environ["DATABRICKS_TOKEN"] = TOKEN
+    base, stop, child = start_canned(serve, TOKEN)
     try:
         embed_suite, batch_suite = contenders(base)
         embed = run_suite(base, embed_suite, args.rounds)
