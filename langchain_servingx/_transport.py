@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
 
 from langchain_servingx import contract
 from langchain_servingx._auth import BearerTokenAuth, ClientCredentialsAuth
@@ -34,20 +32,17 @@ from langchain_servingx._config import (
 )
 from langchain_servingx._decoding import DEFAULT_MAX_RESPONSE_BYTES, MalformedAnswer, loads
 from langchain_servingx._errors import (
-    ServingBrokenConnectionError,
     ServingConfigurationError,
-    ServingConnectionError,
     ServingContextOverflowError,
     ServingError,
     ServingInvalidRequestError,
     ServingNotFoundError,
-    ServingReadTimeoutError,
     ServingResponseError,
-    ServingStreamError,
-    ServingTimeoutError,
     error_from_response,
     request_id_from,
 )
+from langchain_servingx._retry import RetryPolicy, Trace, body_error, redacted, transport_error
+from langchain_servingx._sse import DONE, StreamReader, event_source, is_error
 from langchain_servingx._version import __version__
 
 __all__ = [
@@ -67,6 +62,7 @@ _USER_AGENT = f"langchain-servingx/{__version__}"
 _URL_CACHE_SIZE = 256
 _POOL_SIZE = 256
 _MAX_ERROR_BYTES = 1024 * 1024  # an error body is read this far, the rest dropped
+_clock = time.monotonic  # the tests replace it with a clock that their fake sleeps advance
 
 
 # --------------------------------------------------------------------------------------
@@ -151,73 +147,6 @@ class EndpointAddress:
                 "a base_url server has no workspace API (listing endpoints needs host=)"
             )
         return f"{self.host}/api/2.0/{path}"
-
-
-# --------------------------------------------------------------------------------------
-# Retries
-# --------------------------------------------------------------------------------------
-
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_OVERLOAD_STATUSES = frozenset({429, 503})
-"""The server asks to come back later: retried past `max_retries`, within the budget."""
-
-_clock = time.monotonic  # the tests replace it with a clock that their fake sleeps advance
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, honouring the server's `Retry-After`.
-
-    What is retried: 429, 500, 502, 503, 504, and failures that cannot have reached the model
-    (no connection, a request not completely sent, or a kept-alive connection the server had
-    already closed). A read timeout or a connection broken after the request went out is
-    retried only with `retry_read_timeouts` (or for idempotent requests), because the server
-    may still be running (and billing) the first generation. Up to `max_retries` retries;
-    429 and 503, where the server asks to come back later, are retried past that count while
-    the request stays within `budget` seconds. No retry starts whose wait would end past the
-    budget, and a `Retry-After` longer than `max_retry_after` is not slept through: the error
-    is raised with its `retry_after` so the caller can decide.
-    """
-
-    max_retries: int = 3
-    initial_delay: float = 0.5
-    max_delay: float = 8.0
-    max_retry_after: float = 60.0
-    retry_read_timeouts: bool = False
-    budget: float | None = 120.0
-
-    def delay(
-        self, attempt: int, error: ServingError, *, idempotent: bool = False, elapsed: float = 0.0
-    ) -> float | None:
-        """Seconds to wait before retry number `attempt + 1`, or None to give up.
-
-        `idempotent` requests (GET) are retried after a read timeout too: nothing re-runs.
-        `elapsed` is the time since the first attempt started.
-        """
-        if self.max_retries <= 0 or not self._retryable(error, idempotent):
-            return None
-        past_count = attempt >= self.max_retries
-        if past_count and (error.status_code not in _OVERLOAD_STATUSES or self.budget is None):
-            return None
-        ceiling = min(self.max_delay, self.initial_delay * 2 ** min(attempt, 32))
-        wait = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
-        retry_after: float | None = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            if retry_after > self.max_retry_after:
-                return None
-            wait = max(retry_after, wait)
-        if self.budget is not None and elapsed + wait > self.budget:
-            return None
-        return wait
-
-    def _retryable(self, error: ServingError, idempotent: bool) -> bool:
-        if isinstance(error, (ServingReadTimeoutError, ServingBrokenConnectionError)):
-            return idempotent or self.retry_read_timeouts
-        if isinstance(error, ServingConnectionError):
-            return True
-        if isinstance(error, ServingTimeoutError) and error.status_code is None:
-            return True  # connect, write or pool timeout: no complete request reached the server
-        return error.status_code in _RETRY_STATUSES
 
 
 # --------------------------------------------------------------------------------------
@@ -411,9 +340,9 @@ class InvocationTransport:
         reader = reader or StreamReader(endpoint)
         try:
             try:
-                for event in _event_source(response, endpoint).iter_sse():
+                for event in event_source(response, endpoint).iter_sse():
                     chunk = reader.feed(event)
-                    if chunk is _DONE:
+                    if chunk is DONE:
                         return
                     if chunk is not None:
                         yield chunk
@@ -440,9 +369,9 @@ class InvocationTransport:
         reader = reader or StreamReader(endpoint)
         try:
             try:
-                async for event in _event_source(response, endpoint).aiter_sse():
+                async for event in event_source(response, endpoint).aiter_sse():
                     chunk = reader.feed(event)
-                    if chunk is _DONE:
+                    if chunk is DONE:
                         return
                     if chunk is not None:
                         yield chunk
@@ -497,12 +426,12 @@ class InvocationTransport:
     def _send(self, request: httpx.Request, endpoint: str | None, *, how: _How) -> httpx.Response:
         attempt, started = 0, _clock()
         while True:
-            trace = _Trace()
+            trace = Trace()
             request.extensions["trace"] = trace.sync
             try:
                 response = self.client.send(request, stream=True)
             except (httpx.HTTPError, ServingError) as exc:
-                error = _transport_error(exc, endpoint, trace)
+                error = transport_error(exc, endpoint, trace)
             else:
                 if response.is_success:
                     _log(request, response, attempt)
@@ -518,7 +447,7 @@ class InvocationTransport:
                 error = _response_error(response, limit.body(), endpoint)
             delay = self._retry_delay(attempt, error, how, started)
             if delay is None:
-                raise self._explained(how.task, endpoint, _redacted(error))
+                raise self._explained(how.task, endpoint, redacted(error))
             time.sleep(delay)
             attempt += 1
 
@@ -527,12 +456,12 @@ class InvocationTransport:
     ) -> httpx.Response:
         attempt, started = 0, _clock()
         while True:
-            trace = _Trace()
+            trace = Trace()
             request.extensions["trace"] = trace.asynchronous
             try:
                 response = await client.send(request, stream=True)
             except (httpx.HTTPError, ServingError) as exc:
-                error = _transport_error(exc, endpoint, trace)
+                error = transport_error(exc, endpoint, trace)
             else:
                 if response.is_success:
                     _log(request, response, attempt)
@@ -548,7 +477,7 @@ class InvocationTransport:
                 error = _response_error(response, limit.body(), endpoint)
             delay = self._retry_delay(attempt, error, how, started)
             if delay is None:
-                raise await self._aexplained(how.task, endpoint, _redacted(error))
+                raise await self._aexplained(how.task, endpoint, redacted(error))
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -578,7 +507,7 @@ class InvocationTransport:
             for chunk in response.iter_bytes():
                 limit.add(chunk)
         except httpx.HTTPError as exc:
-            raise _body_error(exc, endpoint) from None
+            raise body_error(exc, endpoint) from None
         finally:
             response.close()
         return limit.body()
@@ -590,7 +519,7 @@ class InvocationTransport:
             async for chunk in response.aiter_bytes():
                 limit.add(chunk)
         except httpx.HTTPError as exc:
-            raise _body_error(exc, endpoint) from None
+            raise body_error(exc, endpoint) from None
         finally:
             await response.aclose()
         return limit.body()
@@ -629,107 +558,6 @@ def _refuse_cleartext(root: str) -> None:
             f"refusing to send credentials over plain http to {parts.netloc!r}: use https, "
             "or pass allow_insecure_http=True if this network is trusted"
         )
-
-
-class _Trace:
-    """What one attempt did on the wire, from httpcore's trace events.
-
-    `fresh`: a new connection was opened for it (else a kept-alive one was reused);
-    `sent`: the whole request went out; `answered`: response headers arrived.
-    """
-
-    __slots__ = ("answered", "fresh", "sent")
-
-    def __init__(self) -> None:
-        self.fresh = self.sent = self.answered = False
-
-    def sync(self, name: str, info: Mapping[str, Any]) -> None:
-        if name.endswith(".complete"):
-            if name.endswith("send_request_body.complete"):
-                self.sent = True
-            elif name.endswith("receive_response_headers.complete"):
-                self.answered = True
-        elif name == "connection.connect_tcp.started":
-            self.fresh = True
-
-    async def asynchronous(self, name: str, info: Mapping[str, Any]) -> None:
-        self.sync(name, info)
-
-
-def _transport_error(exc: Exception, endpoint: str | None, trace: _Trace) -> ServingError:
-    """Classify a failed exchange by whether the request can have reached the model."""
-    if isinstance(exc, ServingError):
-        return exc
-    name = type(exc).__name__
-    error: ServingError
-    if isinstance(exc, httpx.ReadTimeout):
-        error = ServingReadTimeoutError(
-            f"no response within the read timeout ({name}); not retried by default because "
-            "the generation may still be running: raise timeout= or set retry_read_timeouts=True",
-            endpoint=endpoint,
-        )
-    elif isinstance(exc, httpx.ConnectTimeout):
-        error = ServingConnectionError(f"timed out connecting ({name})", endpoint=endpoint)
-    elif isinstance(exc, httpx.WriteTimeout):
-        error = ServingTimeoutError(f"timed out sending the request ({name})", endpoint=endpoint)
-    elif isinstance(exc, httpx.PoolTimeout):
-        error = ServingTimeoutError(
-            f"no free connection in the pool in time ({name}): too many requests in flight",
-            endpoint=endpoint,
-        )
-    elif isinstance(exc, httpx.ConnectError):
-        error = ServingConnectionError(
-            f"cannot reach the endpoint ({name}: {exc})", endpoint=endpoint
-        )
-    elif isinstance(exc, httpx.TransportError) and not trace.sent:
-        error = ServingConnectionError(
-            f"the connection failed before the request was sent ({name}: {exc})",
-            endpoint=endpoint,
-        )
-    elif isinstance(exc, httpx.TransportError) and not trace.fresh and not trace.answered:
-        # The server had closed this idle kept-alive connection: it never read the request.
-        error = ServingConnectionError(
-            f"a kept-alive connection was closed before any answer ({name}: {exc})",
-            endpoint=endpoint,
-        )
-    elif isinstance(exc, httpx.TransportError):
-        error = ServingBrokenConnectionError(
-            f"the connection broke after the request was sent ({name}: {exc}); not retried by "
-            "default because the model may have run it: set retry_read_timeouts=True to retry",
-            endpoint=endpoint,
-        )
-    else:
-        error = ServingError(f"HTTP failure ({name}: {exc})", endpoint=endpoint)
-    error.__cause__ = exc
-    return error
-
-
-def _body_error(exc: httpx.HTTPError, endpoint: str | None) -> ServingError:
-    """A failure while reading an answer's body: the model has run, nothing is retried."""
-    cls = ServingTimeoutError if isinstance(exc, httpx.TimeoutException) else ServingConnectionError
-    return _redacted(
-        cls(
-            f"the answer broke off while being read ({type(exc).__name__}: {exc})",
-            endpoint=endpoint,
-        )
-    )
-
-
-def _redacted(error: ServingError) -> ServingError:
-    """`error` with its chain of causes stripped of requests, headers and tracebacks.
-
-    An `httpx` exception keeps the request it failed on, `Authorization` header included,
-    and error reporters serialize causes: the chain is replaced by plain copies.
-    """
-    cause = error.__cause__
-    if isinstance(cause, httpx.HTTPError):
-        copy = type(cause).__new__(type(cause))
-        Exception.__init__(copy, str(cause))
-        copy.__dict__["_request"] = None  # `.request` then says it is unset
-        error.__cause__ = copy
-    error.__suppress_context__ = True
-    error.__context__ = None
-    return error
 
 
 def _response_error(response: httpx.Response, body: bytes, endpoint: str | None) -> ServingError:
@@ -803,7 +631,7 @@ def _decode(body: bytes, response: httpx.Response, endpoint: str | None) -> dict
             status_code=response.status_code,
             endpoint=endpoint,
         )
-    if _is_error(data) and "choices" not in data and "data" not in data:
+    if is_error(data) and "choices" not in data and "data" not in data:
         error = error_from_response(500, body.decode(errors="replace"), {}, endpoint=endpoint)
         raise ServingResponseError(
             f"the endpoint answered {response.status_code} with an error instead of a result: "
@@ -814,92 +642,3 @@ def _decode(body: bytes, response: httpx.Response, endpoint: str | None) -> dict
             request_id=request_id_from(response.headers),
         )
     return data
-
-
-def _event_source(response: httpx.Response, endpoint: str) -> EventSource:
-    content_type = response.headers.get("content-type", "")
-    if "text/event-stream" not in content_type:
-        # The caller closes the response (a sync close would fail on an async one).
-        raise ServingStreamError(
-            f"asked for a stream but got {content_type or 'no content type'} "
-            "(expected text/event-stream); does this endpoint support streaming?",
-            status_code=response.status_code,
-            endpoint=endpoint,
-        )
-    return EventSource(response)
-
-
-_DONE: dict[str, Any] = {}
-
-
-class StreamReader:
-    """Turn SSE events into JSON chunks, and notice a stream that was cut short.
-
-    Afterwards `done` says whether `[DONE]` arrived, `finished` whether a choice carried a
-    `finish_reason`, and `usage` whether any chunk carried usage.
-    """
-
-    __slots__ = ("answered", "done", "endpoint", "finished", "usage")
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.finished = self.done = self.answered = self.usage = False
-
-    def feed(self, event: ServerSentEvent) -> dict[str, Any] | None:
-        data = event.data
-        if not data:
-            return None
-        if data.strip() == "[DONE]":
-            if not self.answered:
-                raise ServingStreamError(
-                    "the stream ended with [DONE] before any choice arrived: no answer",
-                    endpoint=self.endpoint,
-                )
-            self.done = True
-            return _DONE
-        try:
-            chunk = loads(data)
-        except MalformedAnswer as exc:
-            raise ServingStreamError(
-                f"stream event is not JSON ({exc}): {data[:200]!r}", endpoint=self.endpoint
-            ) from None
-        if not isinstance(chunk, dict):
-            raise ServingStreamError(
-                f"stream event is not a JSON object: {data[:200]!r}", endpoint=self.endpoint
-            )
-        if event.event == "error" or ("choices" not in chunk and _is_error(chunk)):
-            error = error_from_response(500, data, {}, endpoint=self.endpoint)
-            raise ServingStreamError(
-                f"the server reported an error mid-stream: {error.message}",
-                error_code=error.error_code,
-                endpoint=self.endpoint,
-            )
-        choices = chunk.get("choices")
-        if choices and isinstance(choices, list):
-            self.answered = True
-            if any(isinstance(c, Mapping) and c.get("finish_reason") for c in choices):
-                self.finished = True
-        if chunk.get("usage"):
-            self.usage = True
-        return chunk
-
-    def finish(self) -> None:
-        if not self.finished:
-            raise ServingStreamError(
-                "stream ended without [DONE] or a finish_reason: the answer may be cut short",
-                endpoint=self.endpoint,
-            )
-
-    def broken(self, exc: Exception) -> ServingError:
-        if isinstance(exc, httpx.TimeoutException):
-            return ServingTimeoutError(
-                f"stream stalled past the read timeout ({type(exc).__name__})",
-                endpoint=self.endpoint,
-            )
-        return ServingStreamError(
-            f"stream broke off ({type(exc).__name__}: {exc})", endpoint=self.endpoint
-        )
-
-
-def _is_error(chunk: Mapping[str, Any]) -> bool:
-    return bool(chunk.get("error") or chunk.get("error_code") or chunk.get("external_model_error"))

@@ -452,7 +452,7 @@ def test_write_timeout_is_not_called_a_connect_timeout(mode) -> None:
     ],
 )
 def test_each_timeout_is_named_for_what_timed_out(exc, cls, text) -> None:
-    error = transport_module._transport_error(exc, "ep", transport_module._Trace())
+    error = transport_module.transport_error(exc, "ep", transport_module.Trace())
     assert type(error) is cls
     assert text in error.message
     assert error.__cause__ is exc
