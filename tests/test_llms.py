@@ -194,7 +194,7 @@ async def test_abatch_packs_and_orders(serving_env: ServingTestServer) -> None:
     serving_env.handle(PATH, _echo())
     prompts = [f"p{i}" for i in range(5)]
     assert await _llm(prompts_per_request=3).abatch(prompts) == [f"re:{p}" for p in prompts]
-    assert [len(_prompts(r)) for r in serving_env.requests] == [3, 2]
+    assert sorted(len(_prompts(r)) for r in serving_env.requests) == [2, 3]
 
 
 async def test_ainvoke(serving_env: ServingTestServer) -> None:
@@ -228,7 +228,7 @@ async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> 
     assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a", "b"]
     serving_env.requests.clear()
     await llm.abatch(["c", "d"])
-    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == ["c", "d"]
+    assert sorted(r.json["prompt"] for r in serving_env.requests_to(PATH)) == ["c", "d"]
 
 
 def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
@@ -260,13 +260,9 @@ def test_list_refusal_is_per_endpoint(serving_env: ServingTestServer) -> None:
     assert llm.batch(["c", "d"]) == ["re:c", "re:d"]
     assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["c", "d"]]
     assert llm.batch(["e", "f"], model="strict") == ["re:e", "re:f"]  # remembered there
-    assert [r.json["prompt"] for r in serving_env.requests_to(OTHER)] == [
-        ["a", "b"],
-        "a",
-        "b",
-        "e",
-        "f",
-    ]
+    sent = [r.json["prompt"] for r in serving_env.requests_to(OTHER)]
+    assert sent[:3] == [["a", "b"], "a", "b"]
+    assert sorted(sent[3:]) == ["e", "f"]  # single-prompt requests, sent concurrently
 
 
 def test_one_bad_prompt_is_not_a_list_refusal(serving_env: ServingTestServer) -> None:
