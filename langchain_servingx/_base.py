@@ -172,6 +172,11 @@ class GenerationFields(BaseModel):
     streaming: bool = False
     """Stream under `invoke` too (callbacks see tokens as they arrive)."""
 
+    @field_validator("extra_params", mode="before")
+    @classmethod
+    def _no_extra_params(cls, value: Any) -> Any:
+        return {} if value is None else value  # `extra_params=None` meant "none" before
+
     @property
     def _default_params(self) -> dict[str, Any]:
         """The parameters that are set, in wire names, `extra_params` merged in last."""
