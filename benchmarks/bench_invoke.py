@@ -81,19 +81,27 @@ def serve(urls: multiprocessing.Queue[str], stop: Event) -> None:
     server.stop()
 
 
+def start_canned(
+    target: Callable[[multiprocessing.Queue[str], Event], None], token: str
+) -> tuple[str, Event, multiprocessing.Process]:
+    """Start a canned endpoint in a child process; point DATABRICKS_* at it."""
+    urls: multiprocessing.Queue[str] = multiprocessing.Queue()
+    stop = multiprocessing.Event()
+    child = multiprocessing.Process(target=target, args=(urls, stop), daemon=True)
+    child.start()
+    base = urls.get(timeout=30)
+    os.environ["DATABRICKS_HOST"] = base
+    os.environ["DATABRICKS_TOKEN"] = token
+    return base, stop, child
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    urls: multiprocessing.Queue[str] = multiprocessing.Queue()
-    stop = multiprocessing.Event()
-    child = multiprocessing.Process(target=serve, args=(urls, stop), daemon=True)
-    child.start()
-    base = urls.get(timeout=30)
-    os.environ["DATABRICKS_HOST"] = base
-    os.environ["DATABRICKS_TOKEN"] = "bench-token"
+    base, stop, child = start_canned(serve, "bench-token")
     url = f"{base}/serving-endpoints/bench/invocations"
     body = {"messages": [{"role": "user", "content": "Hi"}]}
 

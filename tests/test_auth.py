@@ -581,3 +581,28 @@ def test_secrets_absent_from_reprs_and_debug_logs(server, caplog) -> None:
         assert CLIENT_SECRET not in text
         assert "access-token-1" not in text
         assert "access-token-2" not in text
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_unreachable_token_endpoint_error_chain_holds_no_client_secret(mode) -> None:
+    """The token request's Basic header must not ride along on the raised error's causes."""
+    import pickle
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    with pytest.raises(ServingConnectionError) as info:
+        call(oauth_transport(url), mode)
+    seen, chain = info.value, []
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for exc in chain:
+        if isinstance(exc, httpx.RequestError):
+            with pytest.raises(RuntimeError):
+                _ = exc.request  # stripped: no headers
+        assert basic not in repr(exc.__dict__)
+        assert CLIENT_SECRET not in repr(exc.__dict__)
+    assert basic not in repr(pickle.loads(pickle.dumps(info.value)).__dict__)
