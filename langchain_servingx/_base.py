@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
-from typing_extensions import Self
 
 from langchain_servingx._clients import Closing
 from langchain_servingx._config import ENV_CLIENT_SECRET, ENV_TOKEN
 from langchain_servingx._errors import ServingConfigurationError
 from langchain_servingx._transport import InvocationTransport, check_endpoint_name
 from langchain_servingx.workspace import CONNECTION_FIELDS, ConnectionFields, ServingWorkspace
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["GenerationFields", "ServingClientBase", "check_n", "check_single_choice"]
 
@@ -169,6 +171,11 @@ class GenerationFields(BaseModel):
 
     streaming: bool = False
     """Stream under `invoke` too (callbacks see tokens as they arrive)."""
+
+    @field_validator("extra_params", mode="before")
+    @classmethod
+    def _no_extra_params(cls, value: Any) -> Any:
+        return {} if value is None else value  # `extra_params=None` meant "none" before
 
     @property
     def _default_params(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ it does not serve, or from an endpoint that does not exist.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "ServingWorkspace",
 ]
 
+logger = logging.getLogger("langchain_servingx")
 _LOCK = threading.Lock()
 _LISTING = ApiCall("GET", "serving-endpoints")
 _LISTING_ONCE = ApiCall("GET", "serving-endpoints", max_retries=0)  # for a task check
@@ -241,7 +243,8 @@ class _TaskCheck:
         if listing is None:
             try:
                 ws._store(ws.transport.api(_LISTING_ONCE))
-            except ServingError:
+            except Exception:  # a best-effort hint never replaces the error
+                logger.debug("no listing to explain %s with", error, exc_info=True)
                 return error  # no listing (permissions, an older server): say what we know
             listing = ws._cached() or {}
         return _explained(error, describe_mismatch(task, endpoint, listing))
@@ -254,7 +257,8 @@ class _TaskCheck:
         if listing is None:
             try:
                 ws._store(await ws.transport.aapi(_LISTING_ONCE))
-            except ServingError:
+            except Exception:  # a best-effort hint never replaces the error
+                logger.debug("no listing to explain %s with", error, exc_info=True)
                 return error
             listing = ws._cached() or {}
         return _explained(error, describe_mismatch(task, endpoint, listing))

@@ -66,3 +66,8 @@ def test_llms_does_not_import_from_embeddings() -> None:
     tree = ast.parse((PACKAGE / "llms.py").read_text(encoding="utf-8"))
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "langchain_servingx.embeddings" not in modules
+
+
+def test_extra_params_none_means_none() -> None:
+    assert ChatServing(endpoint="ep", extra_params=None).extra_params == {}
+    assert ServingLLM(endpoint="ep", extra_params=None).extra_params == {}
