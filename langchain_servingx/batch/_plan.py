@@ -99,6 +99,7 @@ class QueryPlan:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
     limiter: AdaptiveLimiter | None = field(default=None, compare=False)
     executor: ThreadPoolExecutor | None = field(default=None, compare=False)
+    owns_connection: bool = False
 
     async def run_rows(
         self,
@@ -162,11 +163,10 @@ class QueryPlan:
     def pinned(self) -> QueryPlan:
         """The plan with its model's configuration resolved here, for other machines."""
         model = pinned(self.caller.model)
-        return (
-            self
-            if model is self.caller.model
-            else replace(self, caller=self.caller.with_model(model))
-        )
+        if model is self.caller.model:
+            return self
+        self._close_owned()  # on the driver only the listing went through it
+        return replace(self, caller=self.caller.with_model(model), owns_connection=False)
 
     def shared(self) -> QueryPlan:
         """The plan over the process's shared model and limiter (executors reuse both)."""
@@ -179,13 +179,24 @@ class QueryPlan:
             executor = _EXECUTORS.get(self.max_concurrency)
             if executor is None:
                 executor = _EXECUTORS[self.max_concurrency] = _pool(self.max_concurrency)
-        return replace(self, caller=caller, limiter=limiter, executor=executor)
+        return replace(
+            self, caller=caller, limiter=limiter, executor=executor, owns_connection=False
+        )
 
     def close(self) -> None:
-        """Stop the plan's own threads (a shared plan's belong to the process)."""
+        """Stop the plan's own threads and close the workspace it opened for a name.
+
+        A shared plan's threads and connections belong to the process; a model or
+        workspace the caller passed is the caller's to close.
+        """
         executor, self.executor = self.executor, None
         if executor is not None and executor not in _EXECUTORS.values():
             executor.shutdown(wait=False)
+        self._close_owned()
+
+    def _close_owned(self) -> None:
+        if self.owns_connection:
+            self.caller.model.workspace.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "limiter": None, "executor": None}
@@ -227,7 +238,10 @@ def build_plan(
     if isinstance(model, ServingClientBase):
         _ = model.transport  # resolve host and credentials here, on the driver
     caller = caller_for(model, resolved, model_parameters or {}, fmt)
-    return QueryPlan(caller, resolved, spec, fmt, columns, fail_on_error, max_concurrency)
+    owns = isinstance(endpoint, str) and workspace is None
+    return QueryPlan(
+        caller, resolved, spec, fmt, columns, fail_on_error, max_concurrency, owns_connection=owns
+    )
 
 
 def _model_for(

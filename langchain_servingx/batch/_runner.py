@@ -16,7 +16,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,8 +164,8 @@ async def run_requests(
     )
     delayed: list[tuple[float, int, _Work]] = []
     order = itertools.count()
-    loop = asyncio.get_running_loop()
     running: dict[asyncio.Future[Answer], _Work] = {}
+    threads: list[Future[Answer]] = []
     try:
         while ready or delayed or running:
             if fail_fast and first_error:
@@ -176,7 +176,9 @@ async def run_requests(
             while ready and len(running) < limiter.limit and not limiter.paused_for():
                 work = ready.popleft()
                 work.generation = limiter.generation
-                task = loop.run_in_executor(executor, caller.call, [unique[k] for k in work.keys])
+                call = executor.submit(caller.call, [unique[k] for k in work.keys])
+                threads.append(call)
+                task = asyncio.wrap_future(call)
                 running[task] = work
                 stats.calls += 1
             waits = [delayed[0][0] - now] if delayed else []
@@ -217,8 +219,11 @@ async def run_requests(
                     for key in work.keys:
                         settle(key, Outcome(None, error))
     finally:
-        for task in running:
-            task.cancel()  # calls not started yet are dropped; those in flight finish alone
+        # After a fail-fast stop (or a cancel): drop the calls not started, and wait for those
+        # in flight, so that no request of this run is still on the wire when it returns.
+        in_flight = [call for call in threads if not call.cancel() and not call.done()]
+        if in_flight:
+            await asyncio.get_running_loop().run_in_executor(None, wait, in_flight)
     return RunResult(outcomes, stats, first_error[0] if first_error and fail_fast else None)
 
 

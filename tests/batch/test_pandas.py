@@ -73,10 +73,10 @@ def test_equal_requests_are_sent_once(serving_env: ServingTestServer) -> None:
     assert out.attrs["ai_query"]["rows"] == 6
 
 
-def test_faults_become_row_errors_or_recover(serving_env: ServingTestServer) -> None:
+def test_faults_become_row_errors_or_recover(serving_env: ServingTestServer, closing: Any) -> None:
     install(serving_env)
     texts = ["ok", "429:2", "503:1", "drop:1", "malformed", "bad", "also ok"]
-    model = ChatServing(endpoint="test-chat", max_retries=2)
+    model = closing(ChatServing(endpoint="test-chat", max_retries=2))
     out = ai_query(_frame(texts), model, "text", fail_on_error=False, progress=False)
     result, error = list(out["result"]), list(out["error"])
     assert result[:4] == ["echo: ok", "echo: 429:2", "echo: 503:1", "echo: drop:1"]
@@ -193,11 +193,13 @@ def test_json_schema_dict_and_json_object(serving_env: ServingTestServer) -> Non
     assert "expected a JSON object, got list" in out["error"][1]
 
 
-def test_embeddings_packed_and_one_bad_text_fails_alone(serving_env: ServingTestServer) -> None:
+def test_embeddings_packed_and_one_bad_text_fails_alone(
+    serving_env: ServingTestServer, closing: Any
+) -> None:
     install(serving_env)
     texts = [f"text number {i}" for i in range(40)]
     texts[17] = "bad"
-    model = ServingEmbeddings(endpoint="test-embeddings", batch_size=16)
+    model = closing(ServingEmbeddings(endpoint="test-embeddings", batch_size=16))
     out = ai_query(_frame(texts), model, "text", fail_on_error=False, progress=False)
     assert [r for i, r in enumerate(out["result"]) if i != 17] == [
         embed(t) for i, t in enumerate(texts) if i != 17
@@ -218,9 +220,9 @@ def test_embeddings_task_by_name(serving_env: ServingTestServer) -> None:
     assert list(out["result"]) == [embed("ab"), embed("abc")]
 
 
-def test_completions_with_usage_column(serving_env: ServingTestServer) -> None:
+def test_completions_with_usage_column(serving_env: ServingTestServer, closing: Any) -> None:
     install(serving_env)
-    model = ServingLLM(endpoint="test-completions", max_tokens=5)
+    model = closing(ServingLLM(endpoint="test-completions", max_tokens=5))
     out = ai_query(
         _frame(["1 + 1 =", "2 + 2 ="]), model, "text", usage_column="usage", progress=False
     )
@@ -233,10 +235,10 @@ def test_completions_with_usage_column(serving_env: ServingTestServer) -> None:
     )
 
 
-def test_runnable_chain_over_rows(serving_env: ServingTestServer) -> None:
+def test_runnable_chain_over_rows(serving_env: ServingTestServer, closing: Any) -> None:
     install(serving_env)
     prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{topic}")])
-    chain = prompt | ChatServing(endpoint="test-chat") | StrOutputParser()
+    chain = prompt | closing(ChatServing(endpoint="test-chat")) | StrOutputParser()
     df = pd.DataFrame({"topic": ["cats", "dogs", "bad"]})
     out = ai_query(df, chain, fail_on_error=False, progress=False)  # request=None: the whole row
     assert list(out["result"]) == ["echo: cats", "echo: dogs", None]
@@ -265,9 +267,9 @@ def test_request_function_errors_are_row_errors(serving_env: ServingTestServer) 
     assert out["error"][1] == "ValueError: no request for row 1"
 
 
-def test_connections_are_pooled_across_calls(serving_env: ServingTestServer) -> None:
+def test_connections_are_pooled_across_calls(serving_env: ServingTestServer, closing: Any) -> None:
     install(serving_env, ScriptedChat(delay=0.01))
-    model = ChatServing(endpoint="test-chat")
+    model = closing(ChatServing(endpoint="test-chat"))
     for round_ in range(3):
         df = _frame([f"{round_}-{i}" for i in range(40)])
         ai_query(df, model, "text", max_concurrency=8, progress=False)
