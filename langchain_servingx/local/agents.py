@@ -280,8 +280,8 @@ class AgentLoop:
         else:
             messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
         self.messages = messages
-        users = [m for m in messages if m.get("role") == "user"]
-        self.question = str(users[-1].get("content") or "") if users else ""
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        self.question = str(messages[users[-1]].get("content") or "") if users else ""
         self.request = request
         self.caller_tools = caller_tools
         self.tool_choice = tool_choice
@@ -294,6 +294,10 @@ class AgentLoop:
         self.completion_tokens = 0
         self.used: list[str] = []
         self.results: list[str] = []  # this turn's tool results, as told to the model
+        # Results of the caller's tools since the question: this turn's tools have answered.
+        for message in messages[users[-1] + 1 :] if users else ():
+            if message.get("role") == "tool":
+                self.results.append(f"{message.get('name') or 'tool'} = {message.get('content')}")
 
     def _sampling(self) -> Body:
         request = self.request
@@ -550,20 +554,14 @@ def _chat_usage(loop: AgentLoop) -> Body:
 
 def _with_ids(items: list[Body]) -> list[Body]:
     """ChatAgent messages of the items; every message gets an id (MLflow requires them)."""
-    messages = []
-    for item in items:
-        for message in _item_messages(item):
-            messages.append(message)
+    messages = items_to_messages(items)
+    for message in messages:
+        message.setdefault("id", new_id("tool_" if message["role"] == "tool" else "msg_"))
     return messages
 
 
 def _item_messages(item: Body) -> list[Body]:
-    messages = items_to_messages([item])
-    for message in messages:
-        message.setdefault("id", item.get("id") or new_id("msg_"))
-    if item.get("type") == "function_call_output":
-        messages[0]["id"] = new_id("tool_")
-    return messages
+    return _with_ids([item])
 
 
 async def _chat_agent_chunks(loop: AgentLoop) -> AsyncGenerator[Body, None]:
