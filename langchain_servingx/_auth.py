@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingConnectionError,
+    ServingTimeoutError,
     error_from_response,
 )
 
@@ -112,7 +114,10 @@ class ClientCredentialsAuth(httpx.Auth):
                     self._fail(fetch, exc)
                     raise
             elif wait is not None:
-                token = wait.result()
+                try:
+                    token = wait.result(_wait_bound(request))
+                except concurrent.futures.TimeoutError:
+                    raise self._waited_too_long(request) from None
             assert token is not None  # noqa: S101 - _claim returns exactly one of the three
             request.headers["Authorization"] = f"Bearer {token.value}"
             response = yield request
@@ -135,7 +140,13 @@ class ClientCredentialsAuth(httpx.Auth):
                     self._fail(fetch, exc)
                     raise
             elif wait is not None:
-                token = await asyncio.wrap_future(wait)
+                try:
+                    # shield: a waiter giving up must not cancel the fetch others wait for
+                    token = await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(wait)), _wait_bound(request)
+                    )
+                except asyncio.TimeoutError:
+                    raise self._waited_too_long(request) from None
             assert token is not None  # noqa: S101 - _claim returns exactly one of the three
             request.headers["Authorization"] = f"Bearer {token.value}"
             response = yield request
@@ -203,12 +214,20 @@ class ClientCredentialsAuth(httpx.Auth):
                 f"OAuth token response from {self.token_url} has no access_token "
                 "(expected JSON with access_token and expires_in)"
             ) from None
-        token = _Token(value, time.monotonic() + max(lifetime - self.leeway, 0.0))
+        # A token living no longer than the leeway is still cached, for half its life.
+        leeway = min(self.leeway, lifetime / 2)
+        token = _Token(value, time.monotonic() + max(lifetime - leeway, 0.0))
         with self._lock:
             self._token = token
             self._pending = None
         fetch.set_result(token)
         return token
+
+    def _waited_too_long(self, request: httpx.Request) -> ServingTimeoutError:
+        return ServingTimeoutError(
+            f"waited {_wait_bound(request)}s for the OAuth token request to {self.token_url} "
+            "that another thread or task has in flight"
+        )
 
     def _fail(self, fetch: Future[_Token], exc: BaseException) -> None:
         with self._lock:
@@ -222,3 +241,21 @@ class ClientCredentialsAuth(httpx.Auth):
                     f"OAuth token request to {self.token_url} did not complete"
                 )
             )
+
+
+def _wait_bound(request: httpx.Request) -> float | None:
+    """How long a waiter waits for another's token request: as long as that one may take.
+
+    The sum of the request's connect, write, read and pool timeouts; None (no bound) only
+    when the client itself waits forever.
+    """
+    timeout = request.extensions.get("timeout")
+    if not isinstance(timeout, dict):
+        return None
+    total = 0.0
+    for key in ("connect", "write", "read", "pool"):
+        part = timeout.get(key)
+        if part is None:
+            return None
+        total += float(part)
+    return total

@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
-from typing_extensions import Self
 
+from langchain_servingx._clients import Closing
 from langchain_servingx._config import ENV_CLIENT_SECRET, ENV_TOKEN
 from langchain_servingx._errors import ServingConfigurationError
 from langchain_servingx._transport import InvocationTransport, check_endpoint_name
 from langchain_servingx.workspace import CONNECTION_FIELDS, ConnectionFields, ServingWorkspace
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["GenerationFields", "ServingClientBase", "check_n", "check_single_choice"]
 
 _LOCK = threading.Lock()
 
 
-class ServingClientBase(ConnectionFields):
+class ServingClientBase(ConnectionFields, Closing):
     """Endpoint, addressing, credentials and network behaviour of a serving client."""
 
     endpoint: str = Field(alias="model")
@@ -139,39 +141,8 @@ class ServingClientBase(ConnectionFields):
     def _forget(self) -> None:
         """Hook: drop what was learnt about endpoints (a subclass's caches)."""
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close this model's own connections (a shared `workspace` is closed by its owner)."""
-        if self._own is not None:
-            self._own.close()
-
-    async def aclose(self) -> None:
-        """Async `close`."""
-        if self._own is not None:
-            await self._own.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _held(self) -> ServingWorkspace | None:
+        return self._own  # a shared `workspace` is closed by its owner, not by its models
 
 
 class GenerationFields(BaseModel):
@@ -189,7 +160,7 @@ class GenerationFields(BaseModel):
     stop: list[str] | None = None
     """Stop sequences; a per-call `stop` replaces them."""
 
-    n: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, strict=True)
     """Completions per prompt; each becomes one generation (`invoke` only, not streams)."""
 
     top_p: float | None = None
@@ -200,6 +171,11 @@ class GenerationFields(BaseModel):
 
     streaming: bool = False
     """Stream under `invoke` too (callbacks see tokens as they arrive)."""
+
+    @field_validator("extra_params", mode="before")
+    @classmethod
+    def _no_extra_params(cls, value: Any) -> Any:
+        return {} if value is None else value  # `extra_params=None` meant "none" before
 
     @property
     def _default_params(self) -> dict[str, Any]:

@@ -16,11 +16,15 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-__all__ = ["ClientPool"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ClientPool", "Closing"]
 
 logger = logging.getLogger("langchain_servingx")
 
@@ -139,3 +143,51 @@ class ClientPool:
             loop.run_until_complete(entry.keeper.aclose())
         # else: another loop runs in this thread; the keeper closes the client when its
         # own loop shuts down.
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Closing:
+    """`close()`, `aclose()`, `with` and `async with` for what `_held()` returns."""
+
+    def _held(self) -> _Closable | None:
+        """What closing this object closes (None: nothing opened yet)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every client this object opened; a later call opens new ones."""
+        held = self._held()
+        if held is not None:
+            held.close()
+
+    async def aclose(self) -> None:
+        """Async `close`."""
+        held = self._held()
+        if held is not None:
+            await held.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -49,6 +49,7 @@ from langchain_servingx._version import __version__
 from langchain_servingx.protocols.streams import CHAT, StreamRule
 
 __all__ = [
+    "ApiCall",
     "EndpointAddress",
     "ErrorExplainer",
     "InvocationTransport",
@@ -199,6 +200,38 @@ class RetryPolicy:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One call to `{host}/api/2.0/{path}`, with any method.
+
+    A GET is retried even after a read timeout (it re-runs nothing). `name` is the endpoint
+    it concerns, for errors; `max_retries` overrides the policy's (0: a best-effort lookup).
+    """
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    name: str | None = None
+    max_retries: int | None = None
+
+    def how(self) -> _How:
+        """How the send loops treat it."""
+        return _How(idempotent=self.method == "GET", max_retries=self.max_retries)
+
+
+@dataclass(frozen=True)
+class _How:
+    """How one request is retried and explained.
+
+    `task` (an invocation's) lets a 400/404 be explained; `idempotent` allows retrying read
+    timeouts; `max_retries` caps the policy's.
+    """
+
+    task: Task | None = None
+    idempotent: bool = False
+    max_retries: int | None = None
+
+
 class ErrorExplainer(Protocol):
     """Adds what the workspace knows to a 400/404 (another task, no such endpoint)."""
 
@@ -315,13 +348,7 @@ class InvocationTransport:
     ) -> dict[str, Any]:
         """POST `body` and return the decoded JSON answer."""
         request = self._build(self.client, task, endpoint, body, served_model)
-        try:
-            response = self._send(request, endpoint, stream=False)
-        except ServingError as error:
-            explained = self._explained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = self._send(request, endpoint, stream=False, how=_How(task))
         return _decode(response, endpoint)
 
     async def ainvoke(
@@ -330,13 +357,7 @@ class InvocationTransport:
         """Async `invoke`."""
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        try:
-            response = await self._asend(client, request, endpoint, stream=False)
-        except ServingError as error:
-            explained = await self._aexplained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = await self._asend(client, request, endpoint, stream=False, how=_How(task))
         return _decode(response, endpoint)
 
     def stream(
@@ -354,13 +375,7 @@ class InvocationTransport:
         """
         body["stream"] = True
         request = self._build(self.client, task, endpoint, body, served_model)
-        try:
-            response = self._send(request, endpoint, stream=True)
-        except ServingError as error:
-            explained = self._explained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = self._send(request, endpoint, stream=True, how=_How(task))
         try:
             reader = _StreamReader(endpoint, rule)
             try:
@@ -389,13 +404,7 @@ class InvocationTransport:
         body["stream"] = True
         client = await self.aclient()
         request = self._build(client, task, endpoint, body, served_model)
-        try:
-            response = await self._asend(client, request, endpoint, stream=True)
-        except ServingError as error:
-            explained = await self._aexplained(task, endpoint, error)
-            if explained is error:
-                raise
-            raise explained from error
+        response = await self._asend(client, request, endpoint, stream=True, how=_How(task))
         try:
             reader = _StreamReader(endpoint, rule)
             try:
@@ -411,79 +420,48 @@ class InvocationTransport:
         finally:
             await response.aclose()
 
-    def _explained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
-        if self.explainer is None or not _explainable(error):
+    def _explained(
+        self, task: Task | None, endpoint: str | None, error: ServingError
+    ) -> ServingError:
+        if task is None or endpoint is None or self.explainer is None or not _explainable(error):
             return error
         return self.explainer.explain(task, endpoint, error)
 
-    async def _aexplained(self, task: Task, endpoint: str, error: ServingError) -> ServingError:
-        if self.explainer is None or not _explainable(error):
+    async def _aexplained(
+        self, task: Task | None, endpoint: str | None, error: ServingError
+    ) -> ServingError:
+        if task is None or endpoint is None or self.explainer is None or not _explainable(error):
             return error
         return await self.explainer.aexplain(task, endpoint, error)
 
     # -- the workspace API: method-generic, GET is idempotent ----------------------------
 
     def _api_request(
-        self,
-        client: httpx.Client | httpx.AsyncClient,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
+        self, client: httpx.Client | httpx.AsyncClient, call: ApiCall
     ) -> httpx.Request:
+        body = call.body
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {} if body is None else {"Content-Type": "application/json"}
         return client.build_request(
-            method, self.address.api_url(path), content=content, headers=headers
+            call.method, self.address.api_url(call.path), content=content, headers=headers
         )
 
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        max_retries: int | None = None,
-    ) -> dict[str, Any]:
-        """Call `{host}/api/2.0/{path}` and return its JSON object (`name`: for errors)."""
-        request = self._api_request(self.client, method, path, body)
-        response = self._send(
-            request, name, stream=False, idempotent=method == "GET", max_retries=max_retries
-        )
-        return _decode(response, name)
+    def api(self, call: ApiCall) -> dict[str, Any]:
+        """Make one call to the workspace API and return its JSON object."""
+        request = self._api_request(self.client, call)
+        return _decode(self._send(request, call.name, stream=False, how=call.how()), call.name)
 
-    async def aapi(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        max_retries: int | None = None,
-    ) -> dict[str, Any]:
+    async def aapi(self, call: ApiCall) -> dict[str, Any]:
         """Async `api`."""
         client = await self.aclient()
-        request = self._api_request(client, method, path, body)
-        response = await self._asend(
-            client,
-            request,
-            name,
-            stream=False,
-            idempotent=method == "GET",
-            max_retries=max_retries,
-        )
-        return _decode(response, name)
+        request = self._api_request(client, call)
+        response = await self._asend(client, request, call.name, stream=False, how=call.how())
+        return _decode(response, call.name)
 
     # -- the retry loops: identical but for `await`; the decisions live in `_retry_delay` ----
 
     def _send(
-        self,
-        request: httpx.Request,
-        endpoint: str | None,
-        *,
-        stream: bool,
-        idempotent: bool = False,
-        max_retries: int | None = None,
+        self, request: httpx.Request, endpoint: str | None, *, stream: bool, how: _How
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -498,7 +476,10 @@ class InvocationTransport:
                 response.read()
                 response.close()
                 error = _response_error(response, endpoint)
-            time.sleep(self._retry_delay(attempt, error, idempotent, max_retries))
+            delay = self._retry_delay(attempt, error, how)
+            if delay is None:
+                raise self._explained(how.task, endpoint, error)
+            time.sleep(delay)
             attempt += 1
 
     async def _asend(
@@ -508,8 +489,7 @@ class InvocationTransport:
         endpoint: str | None,
         *,
         stream: bool,
-        idempotent: bool = False,
-        max_retries: int | None = None,
+        how: _How,
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -524,20 +504,21 @@ class InvocationTransport:
                 await response.aread()
                 await response.aclose()
                 error = _response_error(response, endpoint)
-            await asyncio.sleep(self._retry_delay(attempt, error, idempotent, max_retries))
+            delay = self._retry_delay(attempt, error, how)
+            if delay is None:
+                raise await self._aexplained(how.task, endpoint, error)
+            await asyncio.sleep(delay)
             attempt += 1
 
-    def _retry_delay(
-        self, attempt: int, error: ServingError, idempotent: bool, max_retries: int | None
-    ) -> float:
-        """Seconds to wait before retrying after `error`; raises it when not retrying."""
+    def _retry_delay(self, attempt: int, error: ServingError, how: _How) -> float | None:
+        """Seconds to wait before retrying after `error`, or None to raise it."""
         delay = (
             None
-            if max_retries is not None and attempt >= max_retries
-            else self.retry.delay(attempt, error, idempotent=idempotent)
+            if how.max_retries is not None and attempt >= how.max_retries
+            else self.retry.delay(attempt, error, idempotent=how.idempotent)
         )
         if delay is None:
-            raise error
+            return None
         logger.info("retrying %s in %.2fs after %s", error.endpoint, delay, _brief(error))
         return delay
 

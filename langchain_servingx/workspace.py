@@ -8,18 +8,20 @@ it does not serve, or from an endpoint that does not exist.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
+from langchain_servingx._clients import Closing
 from langchain_servingx._config import resolve_settings
 from langchain_servingx._errors import ServingError, ServingNotFoundError, ServingResponseError
 from langchain_servingx._transport import (
+    ApiCall,
     EndpointAddress,
     InvocationTransport,
     RetryPolicy,
@@ -41,7 +43,10 @@ __all__ = [
     "ServingWorkspace",
 ]
 
+logger = logging.getLogger("langchain_servingx")
 _LOCK = threading.Lock()
+_LISTING = ApiCall("GET", "serving-endpoints")
+_LISTING_ONCE = ApiCall("GET", "serving-endpoints", max_retries=0)  # for a task check
 _LISTING_TTL_SECONDS = 300.0
 """How long a fetched listing answers task checks and `endpoint_task` before a refetch."""
 
@@ -91,7 +96,7 @@ class ConnectionFields(BaseModel):
 CONNECTION_FIELDS = frozenset(ConnectionFields.model_fields)
 
 
-class ServingWorkspace(ConnectionFields):
+class ServingWorkspace(ConnectionFields, Closing):
     """A connection to a workspace (or an OpenAI-compatible server) that models share.
 
     ```python
@@ -165,59 +170,26 @@ class ServingWorkspace(ConnectionFields):
             explainer=_TaskCheck(self),
         )
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close every client this workspace opened, sync and async."""
-        if self._transport is not None:
-            self._transport.close()
-
-    async def aclose(self) -> None:
-        """Async `close`."""
-        if self._transport is not None:
-            await self._transport.aclose()
-
-    def __enter__(self) -> ServingWorkspace:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> ServingWorkspace:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _held(self) -> InvocationTransport | None:
+        return self._transport
 
     # -- the listing API ---------------------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointInfo]:
         """Every serving endpoint of the workspace (`GET /api/2.0/serving-endpoints`)."""
-        return self._store(self.transport.api("GET", "serving-endpoints"))
+        return self._store(self.transport.api(_LISTING))
 
     async def alist_endpoints(self) -> list[EndpointInfo]:
         """Async `list_endpoints`."""
-        return self._store(await self.transport.aapi("GET", "serving-endpoints"))
+        return self._store(await self.transport.aapi(_LISTING))
 
     def get_endpoint(self, name: str) -> EndpointInfo:
         """One endpoint (`GET /api/2.0/serving-endpoints/{name}`); 404: `ServingNotFoundError`."""
-        path = _endpoint_path(name)
-        return _parse(self.transport.api("GET", path, name=name), name)
+        return _parse(self.transport.api(_endpoint_call(name)), name)
 
     async def aget_endpoint(self, name: str) -> EndpointInfo:
         """Async `get_endpoint`."""
-        path = _endpoint_path(name)
-        return _parse(await self.transport.aapi("GET", path, name=name), name)
+        return _parse(await self.transport.aapi(_endpoint_call(name)), name)
 
     def endpoint_task(self, name: str) -> str | None:
         """The task `name` serves (None: a custom model without one), from a cached listing.
@@ -270,8 +242,9 @@ class _TaskCheck:
         listing = ws._cached()
         if listing is None:
             try:
-                ws._store(ws.transport.api("GET", "serving-endpoints", max_retries=0))
-            except ServingError:
+                ws._store(ws.transport.api(_LISTING_ONCE))
+            except Exception:  # a best-effort hint never replaces the error
+                logger.debug("no listing to explain %s with", error, exc_info=True)
                 return error  # no listing (permissions, an older server): say what we know
             listing = ws._cached() or {}
         return _explained(error, describe_mismatch(task, endpoint, listing))
@@ -283,8 +256,9 @@ class _TaskCheck:
         listing = ws._cached()
         if listing is None:
             try:
-                ws._store(await ws.transport.aapi("GET", "serving-endpoints", max_retries=0))
-            except ServingError:
+                ws._store(await ws.transport.aapi(_LISTING_ONCE))
+            except Exception:  # a best-effort hint never replaces the error
+                logger.debug("no listing to explain %s with", error, exc_info=True)
                 return error
             listing = ws._cached() or {}
         return _explained(error, describe_mismatch(task, endpoint, listing))
@@ -298,8 +272,9 @@ def _explained(error: ServingError, sentence: str | None) -> ServingError:
     return explained
 
 
-def _endpoint_path(name: str) -> str:
-    return "serving-endpoints/" + quote(check_endpoint_name(name), safe="")
+def _endpoint_call(name: str) -> ApiCall:
+    path = "serving-endpoints/" + quote(check_endpoint_name(name), safe="")
+    return ApiCall("GET", path, name=name)
 
 
 def _parse(data: Any, name: str | None) -> EndpointInfo:

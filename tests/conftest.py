@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from langchain_servingx._clients import ClientPool
 from tests.serving_server import ServingTestServer
 
 TEST_TOKEN = "dapi-test-token-0123456789"
@@ -27,6 +28,27 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in _ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "no-such-databrickscfg"))
+
+
+@pytest.fixture(autouse=True)
+def _close_what_the_test_opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every client pool a test opened, as an application closes its models.
+
+    The suite runs with `-W error::ResourceWarning`: a socket left to the garbage collector
+    fails it. The lifecycle itself (close, aclose, context managers, event loops shutting
+    down) is asserted explicitly in tests/test_lifecycle.py, not left to this fixture.
+    """
+    opened: list[ClientPool] = []
+    original = ClientPool.__init__
+
+    def recording_init(self: ClientPool, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(ClientPool, "__init__", recording_init)
+    yield
+    for pool in opened:
+        pool.close()
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,7 @@ class ServingTestServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.open_connections = 0  # connections the clients have not closed yet
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -142,6 +143,13 @@ class ServingTestServer:
         with self._lock:
             self._handlers[path] = handler
 
+    def wait_for_connections(self, count: int, timeout: float = 5.0) -> int:
+        """Wait until `count` client connections are open (closed ones are seen at once)."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections != count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.open_connections
+
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == path]
 
@@ -167,6 +175,16 @@ class ServingTestServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.open_connections += 1
+
+            def finish(self) -> None:
+                with server._lock:
+                    server.open_connections -= 1
+                super().finish()
 
             def do_GET(self) -> None:
                 self._serve()

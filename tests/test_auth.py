@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import pickle
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -23,6 +25,7 @@ from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingConnectionError,
     ServingError,
+    ServingTimeoutError,
 )
 from langchain_servingx._transport import EndpointAddress, InvocationTransport, RetryPolicy
 from tests.serving_server import RecordedRequest, Reply, ServingTestServer, chat_chunk
@@ -183,15 +186,19 @@ def test_token_refreshed_40_seconds_before_expiry(server, clock) -> None:
     assert bearers(server) == ["Bearer access-token-1"] * 2 + ["Bearer access-token-2"] * 2
 
 
-def test_short_lived_token_never_used_stale(server) -> None:
-    # expires_in within the leeway: every call needs a new token, none reuses a stale one.
-    tokens = TokenServer(server, expires_in=41)
+def test_short_lived_token_cached_for_half_its_life(server, clock) -> None:
+    # expires_in within the 40 s leeway: still cached (for half its life), never used stale.
+    tokens = TokenServer(server, expires_in=30)
     server.reply(PATH, Reply.json({"ok": 1}))
-    transport = oauth_transport(server.url, leeway=41)
+    transport = oauth_transport(server.url)
     transport.invoke("llm/v1/chat", "ep", {})
+    clock.now += 14.9
+    transport.invoke("llm/v1/chat", "ep", {})
+    assert len(tokens.requests) == 1
+    clock.now += 0.2
     transport.invoke("llm/v1/chat", "ep", {})
     assert len(tokens.requests) == 2
-    assert bearers(server) == ["Bearer access-token-1", "Bearer access-token-2"]
+    assert bearers(server) == ["Bearer access-token-1"] * 2 + ["Bearer access-token-2"]
 
 
 def test_missing_expires_in_defaults_to_an_hour(server, clock) -> None:
@@ -421,6 +428,37 @@ def test_token_request_has_the_transport_timeout(server, mode) -> None:
         call(transport, mode)
     assert server.requests_to(PATH) == []
     assert transport._auth._pending is None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_waiter_gives_up_when_the_fetch_in_flight_stalls(server, mode) -> None:
+    """The fetching task's loop is blocked: waiters raise after the fetch's own time bound."""
+    TokenServer(server, delay=0.2)
+    server.reply(PATH, Reply.json({"ok": 1}))
+    transport = oauth_transport(server.url, timeout=0.1)  # bound: 0.1 * 4 = 0.4 s
+    started = threading.Event()
+    release = threading.Event()
+
+    async def fetch_then_block() -> None:
+        task = asyncio.ensure_future(transport.ainvoke("llm/v1/chat", "ep", {}))
+        while transport._auth._pending is None:
+            await asyncio.sleep(0.005)
+        started.set()
+        release.wait(10)  # blocks this loop: its token fetch cannot complete meanwhile
+        with contextlib.suppress(Exception):
+            await task
+
+    stalled = threading.Thread(target=asyncio.run, args=(fetch_then_block(),))
+    stalled.start()
+    try:
+        assert started.wait(5)
+        before = time.monotonic()
+        with pytest.raises(ServingTimeoutError, match="another thread or task has in flight"):
+            call(transport, mode)
+        assert time.monotonic() - before < 5  # bounded, not held until the loop unblocks
+    finally:
+        release.set()
+        stalled.join()
 
 
 # -- pickling and secrets --------------------------------------------------------------

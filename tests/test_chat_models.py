@@ -20,7 +20,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from langchain_servingx import (
     ChatServing,
@@ -423,6 +423,42 @@ def test_stream_usage_can_be_turned_off(serving_env: ServingTestServer) -> None:
     serving_env.reply(PATH, Reply.sse(FINAL_USAGE_ONLY))
     list(llm.stream("hi"))
     assert "stream_options" not in last_body(serving_env)
+
+
+@pytest.mark.parametrize("stream_usage", [True, False])
+def test_invoke_never_sends_stream_usage(
+    serving_env: ServingTestServer, stream_usage: bool
+) -> None:
+    """`stream_usage` is a client-side switch: no body field, on invoke or in streams."""
+    llm = ChatServing(endpoint="chat-ep")
+    serving_env.reply(PATH, Reply.json(chat_response()), Reply.sse(FINAL_USAGE_ONLY))
+    llm.invoke("hi", stream_usage=stream_usage)
+    assert last_body(serving_env) == {"messages": [{"role": "user", "content": "hi"}]}
+    list(llm.stream("hi", stream_usage=stream_usage))
+    assert "stream_usage" not in last_body(serving_env)
+    assert ("stream_options" in last_body(serving_env)) is stream_usage
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+def test_n_must_be_a_positive_integer(serving_env: ServingTestServer, n: Any) -> None:
+    with pytest.raises(ValidationError, match="n"):
+        ChatServing(endpoint="chat-ep", n=n)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        ChatServing(endpoint="chat-ep").invoke("x", n=n)
+    assert serving_env.requests == []
+
+
+@pytest.mark.parametrize("where", ["constructor", "call"])
+def test_streaming_with_several_choices_is_refused_not_truncated(
+    serving_env: ServingTestServer, where: str
+) -> None:
+    llm = ChatServing(endpoint="chat-ep", **({"n": 3} if where == "constructor" else {}))
+    kwargs = {"n": 3} if where == "call" else {}
+    with pytest.raises(ValueError, match="a stream carries one choice; n=3"):
+        list(llm.stream("x", **kwargs))
+    with pytest.raises(ValueError, match="n=3"):
+        ChatServing(endpoint="chat-ep", streaming=True, n=3).invoke("x")
+    assert serving_env.requests == []
 
 
 def test_stream_tool_call_deltas(llm: ChatServing, server: ServingTestServer) -> None:

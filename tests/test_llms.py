@@ -241,6 +241,63 @@ def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
     assert serving_env.requests_to(PATH)[-1].json["prompt"] == ["a", "b"]
 
 
+OTHER = "/serving-endpoints/strict/invocations"
+
+
+def test_list_refusal_is_per_endpoint(serving_env: ServingTestServer) -> None:
+    """A per-call model= that refuses lists leaves the default endpoint on lists."""
+    serving_env.handle(OTHER, _echo(refuse_lists=True))
+    serving_env.handle(PATH, _echo())
+    llm = _llm()
+    assert llm.batch(["a", "b"], model="strict") == ["re:a", "re:b"]
+    assert llm.batch(["c", "d"]) == ["re:c", "re:d"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["c", "d"]]
+    assert llm.batch(["e", "f"], model="strict") == ["re:e", "re:f"]  # remembered there
+    assert [r.json["prompt"] for r in serving_env.requests_to(OTHER)] == [
+        ["a", "b"],
+        "a",
+        "b",
+        "e",
+        "f",
+    ]
+
+
+def test_one_bad_prompt_is_not_a_list_refusal(serving_env: ServingTestServer) -> None:
+    """The list failed because of one prompt (it fails alone too): raised, nothing learnt."""
+
+    def handler(request: RecordedRequest) -> Reply:
+        if "bad" in _prompts(request):
+            return Reply.json({"error_code": "BAD_REQUEST", "message": "prompt 'bad'"}, 400)
+        return _echo()(request)
+
+    serving_env.handle(PATH, handler)
+    llm = _llm()
+    with pytest.raises(ServingInvalidRequestError, match="prompt 'bad'"):
+        llm.batch(["a", "bad", "c"])
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [
+        ["a", "bad", "c"],
+        "a",
+        "bad",
+    ]
+    serving_env.requests.clear()
+    assert llm.batch(["x", "y"]) == ["re:x", "re:y"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["x", "y"]]
+
+
+def test_list_refusal_is_forgotten_with_the_configuration(serving_env: ServingTestServer) -> None:
+    serving_env.handle(PATH, _echo(refuse_lists=True))
+    llm = _llm()
+    llm.batch(["a", "b"])
+    assert llm._lists_refused == {"completer"}
+    assert llm.model_copy()._lists_refused == set()  # a copy starts afresh
+    assert llm._lists_refused == {"completer"}  # (and does not empty the original's)
+    llm.timeout = 30.0
+    assert llm._lists_refused == set()
+    serving_env.requests.clear()
+    llm.batch(["c", "d"])
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["c", "d"], "c", "d"]
+
+
 def test_context_overflow_is_not_a_list_refusal(serving_env: ServingTestServer) -> None:
     serving_env.reply(
         PATH, Reply.json({"message": "This model's maximum context length is 4096 tokens"}, 400)

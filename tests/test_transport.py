@@ -26,6 +26,7 @@ from langchain_servingx._errors import (
     ServingNotFoundError,
     ServingPermissionDeniedError,
     ServingRateLimitError,
+    ServingReadTimeoutError,
     ServingServerError,
     ServingStreamError,
     ServingTimeoutError,
@@ -435,7 +436,46 @@ def test_read_timeout_not_retried_by_default(server, mode) -> None:
     with pytest.raises(ServingTimeoutError, match="retry_read_timeouts") as info:
         call(transport, mode)
     assert isinstance(info.value, ModelTimeoutError)
+    # The public class, and LangChain is told not to re-run (and re-bill) it either.
+    assert type(info.value) is ServingReadTimeoutError
+    assert info.value.is_retryable is False
     assert len(server.requests) == 1
+
+
+@MODES
+def test_write_timeout_is_not_called_a_connect_timeout(mode) -> None:
+    """A server that accepts but never reads: the body cannot be sent in time."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # the kernel completes the connection; nobody ever reads
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        transport = make_transport(url, timeout=0.3)
+        body = {"input": "x" * (32 * 1024 * 1024)}  # far more than the socket buffers hold
+        with pytest.raises(ServingTimeoutError) as info:
+            call(transport, mode, body=body)
+        transport.close()
+    assert "timed out sending the request (WriteTimeout)" in str(info.value)
+    assert "connecting" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "text"),
+    [
+        (httpx.ConnectTimeout("x"), ServingConnectionError, "timed out connecting"),
+        (httpx.WriteTimeout("x"), ServingTimeoutError, "timed out sending the request"),
+        (httpx.PoolTimeout("x"), ServingTimeoutError, "no free connection in the pool"),
+        (httpx.ReadTimeout("x"), ServingReadTimeoutError, "read timeout"),
+    ],
+)
+def test_each_timeout_is_named_for_what_timed_out(exc, cls, text) -> None:
+    error = transport_module._transport_error(exc, "ep")
+    assert type(error) is cls
+    assert text in error.message
+    assert error.__cause__ is exc
+    # Only the read timeout is withheld from retries: the others never reached a model.
+    policy = transport_module.RetryPolicy(max_retries=1)
+    assert (policy.delay(0, error) is None) is (cls is ServingReadTimeoutError)
+    assert policy.delay(0, error, idempotent=True) is not None  # a GET is always safe
 
 
 @MODES

@@ -325,6 +325,16 @@ def test_no_listing_means_the_original_error(server, ws) -> None:
     assert not isinstance(caught.value, ServingPermissionDeniedError)
 
 
+@MODES
+def test_a_malformed_listing_leaves_the_error_alone(server, ws, mode) -> None:
+    server.reply(CHAT_PATH, Reply.json({"message": "bad input"}, 400))
+    server.reply(LISTING_PATH, Reply.json({"endpoints": [{"nameless": True}]}))
+    llm = ChatServing(endpoint="emb", workspace=ws)
+    with pytest.raises(ServingInvalidRequestError) as caught:
+        run(mode, llm.invoke, llm.ainvoke, "x")
+    assert caught.value.message == "bad input"
+
+
 def test_successful_calls_never_fetch_the_listing(server, ws) -> None:
     server.reply("/serving-endpoints/ep/invocations", Reply.json(chat_response()))
     llm = ChatServing(endpoint="ep", workspace=ws, api="chat")

@@ -329,8 +329,7 @@ def create_app(configs: list[EndpointConfig], token: str | None) -> FastAPI:
         if error.status_code == 404:
             message = f"No API found for '{request.method} {request.url.path}'."
             return _error_response(EndpointError(404, "ENDPOINT_NOT_FOUND", message))
-        code = "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_ERROR"
-        return _error_response(EndpointError(error.status_code, code, str(error.detail)))
+        return _error_response(EndpointError(error.status_code, None, str(error.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
