@@ -81,12 +81,14 @@ bench: install
 	$(PY) benchmarks/bench_invoke.py
 
 # Re-resolve the lock: every extra, for every supported Python, with uv (itself locked).
-# requirements/oldest.txt holds the oldest versions of our direct dependencies that resolve.
+# requirements/oldest.txt: the suite's environment on our runtime dependencies' declared floors
+# (requirements/floors.txt, read off pyproject.toml), test tools as new as those floors allow.
 lock: install
 	$(PIPC) --quiet uv
 	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml requirements/tools.in --all-extras \
 		--universal --python-version 3.10 -o $(LOCK)
-	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml --extra test --resolution lowest-direct \
+	$(PY) .ci/floors > requirements/floors.txt
+	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml --extra test -c requirements/floors.txt \
 		--python-version 3.11 -o requirements/oldest.txt
 	@echo "Lock refreshed: run a fresh clone's make test, then commit requirements/."
 
