@@ -168,18 +168,15 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         logger.debug("no task for %s from the listing (%s): chat completions", endpoint, error)
         self._apis[endpoint] = "chat"
 
-    def _request(
-        self,
-        messages: Sequence[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
-        protocol: WireProtocol,
-        *,
-        stream: bool = False,
-    ) -> tuple[str, dict[str, Any]]:
-        """The endpoint and body of one call; per-call kwargs win."""
+    def _params(
+        self, stop: list[str] | None, kwargs: dict[str, Any], *, stream: bool = False
+    ) -> tuple[str, dict[str, Any], bool]:
+        """The endpoint, checked parameters and `stream_usage` of one call (kwargs win).
+
+        Checked before the protocol is chosen: a bad call sends nothing, not even a listing.
+        """
         endpoint = self._endpoint_for(kwargs.pop("model", None))
-        stream_usage = kwargs.pop("stream_usage", self.stream_usage)  # never a body field
+        stream_usage = bool(kwargs.pop("stream_usage", self.stream_usage))  # never a body field
         params = self._default_params
         params.update(kwargs)
         if stop is not None:
@@ -187,13 +184,39 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         check_n(params.get("n"), endpoint)
         if stream:
             check_single_choice(params, endpoint)
+        return endpoint, params, stream_usage
+
+    def _request(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool = False,
+    ) -> tuple[str, WireProtocol, dict[str, Any]]:
+        """The endpoint, protocol and body of one call."""
+        endpoint, params, stream_usage = self._params(stop, kwargs, stream=stream)
+        protocol = self._protocol(endpoint)
         body = protocol.body(
             messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
         )
-        return endpoint, body
+        return endpoint, protocol, body
 
-    def _target(self, kwargs: dict[str, Any]) -> str:
-        return self._endpoint_for(kwargs.get("model"))
+    async def _arequest(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool = False,
+    ) -> tuple[str, WireProtocol, dict[str, Any]]:
+        """Async `_request` (the listing is read without blocking the event loop)."""
+        endpoint, params, stream_usage = self._params(stop, kwargs, stream=stream)
+        protocol = await self._aprotocol(endpoint)
+        body = protocol.body(
+            messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
+        )
+        return endpoint, protocol, body
 
     # ----------------------------------------------------------------------------------
     # Answers
@@ -208,8 +231,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        protocol = self._protocol(self._target(kwargs))
-        endpoint, body = self._request(messages, stop, kwargs, protocol)
+        endpoint, protocol, body = self._request(messages, stop, kwargs)
         response = self.transport.invoke(
             protocol.route, endpoint, body, served_model=self.served_model
         )
@@ -224,8 +246,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        protocol = await self._aprotocol(self._target(kwargs))
-        endpoint, body = self._request(messages, stop, kwargs, protocol)
+        endpoint, protocol, body = await self._arequest(messages, stop, kwargs)
         response = await self.transport.ainvoke(
             protocol.route, endpoint, body, served_model=self.served_model
         )
@@ -238,8 +259,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        protocol = self._protocol(self._target(kwargs))
-        endpoint, body = self._request(messages, stop, kwargs, protocol, stream=True)
+        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
         assembly = protocol.assembly(endpoint)
         for wire_chunk in self.transport.stream(
             protocol.route, endpoint, body, served_model=self.served_model, rule=protocol.rule
@@ -257,8 +277,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        protocol = await self._aprotocol(self._target(kwargs))
-        endpoint, body = self._request(messages, stop, kwargs, protocol, stream=True)
+        endpoint, protocol, body = await self._arequest(messages, stop, kwargs, stream=True)
         assembly = protocol.assembly(endpoint)
         async for wire_chunk in self.transport.astream(
             protocol.route, endpoint, body, served_model=self.served_model, rule=protocol.rule
