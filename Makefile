@@ -132,7 +132,7 @@ lock: install
 	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml requirements/tools.in --all-extras \
 		--universal --python-version 3.10 -o $(LOCK)
 	$(PY) .ci/floors > requirements/floors.txt
-	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml --extra test --extra batch -c requirements/floors.txt \
+	$(BIN)/uv pip compile --quiet --upgrade pyproject.toml --extra test --extra lint --extra batch -c requirements/floors.txt \
 		--python-version 3.11 -o requirements/oldest.txt
 	@echo "Lock refreshed: run a fresh clone's make test, then commit requirements/."
 

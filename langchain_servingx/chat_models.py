@@ -174,12 +174,12 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     def _params(
         self, stop: list[str] | None, kwargs: dict[str, Any], *, stream: bool = False
     ) -> tuple[str, dict[str, Any], bool]:
-        """The endpoint, parameters and `stream_usage` of one call; per-call kwargs win.
+        """The endpoint, checked parameters and `stream_usage` of one call (kwargs win).
 
-        Validated before anything is sent, the listing lookup of `api="auto"` included.
+        Checked before the protocol is chosen: a bad call sends nothing, not even a listing.
         """
         endpoint = self._endpoint_for(kwargs.pop("model", None))
-        stream_usage = kwargs.pop("stream_usage", self.stream_usage)  # never a body field
+        stream_usage = bool(kwargs.pop("stream_usage", self.stream_usage))  # never a body field
         params = self._default_params
         params.update(kwargs)
         if stop is not None:
@@ -188,6 +188,38 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         if stream:
             check_single_choice(params, endpoint)
         return endpoint, params, stream_usage
+
+    def _request(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool = False,
+    ) -> tuple[str, WireProtocol, dict[str, Any]]:
+        """The endpoint, protocol and body of one call."""
+        endpoint, params, stream_usage = self._params(stop, kwargs, stream=stream)
+        protocol = self._protocol(endpoint)
+        body = protocol.body(
+            messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
+        )
+        return endpoint, protocol, body
+
+    async def _arequest(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        *,
+        stream: bool = False,
+    ) -> tuple[str, WireProtocol, dict[str, Any]]:
+        """Async `_request` (the listing is read without blocking the event loop)."""
+        endpoint, params, stream_usage = self._params(stop, kwargs, stream=stream)
+        protocol = await self._aprotocol(endpoint)
+        body = protocol.body(
+            messages, params, endpoint=endpoint, stream=stream, stream_usage=stream_usage
+        )
+        return endpoint, protocol, body
 
     # ----------------------------------------------------------------------------------
     # Answers
@@ -202,9 +234,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        endpoint, params, usage = self._params(stop, kwargs)
-        protocol = self._protocol(endpoint)
-        body = protocol.body(messages, params, endpoint=endpoint, stream=False, stream_usage=usage)
+        endpoint, protocol, body = self._request(messages, stop, kwargs)
         response = self.transport.invoke(
             protocol.route, endpoint, body, served_model=self.served_model
         )
@@ -219,9 +249,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        endpoint, params, usage = self._params(stop, kwargs)
-        protocol = await self._aprotocol(endpoint)
-        body = protocol.body(messages, params, endpoint=endpoint, stream=False, stream_usage=usage)
+        endpoint, protocol, body = await self._arequest(messages, stop, kwargs)
         response = await self.transport.ainvoke(
             protocol.route, endpoint, body, served_model=self.served_model
         )
@@ -234,9 +262,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        endpoint, params, usage = self._params(stop, kwargs, stream=True)
-        protocol = self._protocol(endpoint)
-        body = protocol.body(messages, params, endpoint=endpoint, stream=True, stream_usage=usage)
+        endpoint, protocol, body = self._request(messages, stop, kwargs, stream=True)
         assembly, reader = protocol.assembly(endpoint), StreamReader(endpoint, protocol.rule)
         for wire_chunk in self.transport.stream(
             protocol.route, endpoint, body, served_model=self.served_model, reader=reader
@@ -254,9 +280,7 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        endpoint, params, usage = self._params(stop, kwargs, stream=True)
-        protocol = await self._aprotocol(endpoint)
-        body = protocol.body(messages, params, endpoint=endpoint, stream=True, stream_usage=usage)
+        endpoint, protocol, body = await self._arequest(messages, stop, kwargs, stream=True)
         assembly, reader = protocol.assembly(endpoint), StreamReader(endpoint, protocol.rule)
         async for wire_chunk in self.transport.astream(
             protocol.route, endpoint, body, served_model=self.served_model, reader=reader

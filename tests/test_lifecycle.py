@@ -47,7 +47,8 @@ def no_resource_warnings() -> Iterator[None]:
 
 
 def chat(server: ServingTestServer, **kwargs) -> ChatServing:
-    kwargs.setdefault("api", "chat")  # no listing lookup: these tests count requests
+    # api="chat": these tests count connections and requests, not the protocol lookup.
+    kwargs.setdefault("api", "chat")
     return ChatServing(endpoint="ep", host=server.url, token=TEST_TOKEN, **kwargs)
 
 

@@ -3,13 +3,17 @@
 ``local-agent`` (task ``agent/v1/responses``, MLflow's ``ResponsesAgent`` shape) and
 ``local-chat-agent`` (``agent/v2/chat``, ``ChatAgent``) run the same loop:
 
-1. the conversation goes to the chat model (``local-chat``) with the agent's own tools, a
-   calculator and a clock, plus any tools the caller sent;
-2. a call of the agent's own tool is run here and its result goes back to the model; a
-   call of a caller's tool ends the turn, unanswered, for the caller to run (so the agent
-   can itself be the model of a LangChain agent);
-3. a tool already used in this turn is not offered again, so the model answers at the
-   latest once every tool has been used (and at most ``max_steps`` model calls are made).
+1. the conversation goes to the chat model (``local-chat``) with those of the agent's own
+   tools (a calculator and a clock) that the question is about, plus any tools the caller
+   sent (only those, when the caller's ``tool_choice`` forces a call); the model decides
+   whether to call one and with what arguments (a 135M-parameter model decides that well,
+   but not which of several tools fits, so the agent preselects them by topic);
+2. a call of the agent's own tool is run here; a call of a caller's tool ends the turn,
+   unanswered, for the caller to run (so the agent can itself be the model of a LangChain
+   agent);
+3. once its tools have answered, the model is asked again, without tools, with the results
+   stated in its system message, and writes the answer (one round of tools per turn: a
+   135M-parameter model asked again with tools calls every tool it sees).
 
 Every step is streamed as Responses events (text deltas, then each finished item); the
 non-streamed answer and the ChatAgent forms are built from the same events, so the forms
@@ -22,6 +26,7 @@ import ast
 import datetime as dt
 import json
 import operator
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
@@ -119,6 +124,31 @@ def _call_tool(name: str, arguments: str) -> str:
     return clock(str(args.get("timezone") or "UTC"))
 
 
+# Which of its tools the agent offers for a question: a 135M-parameter model reliably
+# decides *whether* to call an offered tool and with what arguments, but not *which* of
+# several to pick, so the agent preselects by what the question is about.
+_TOPICS = {
+    "calculator": re.compile(r"\d\s*(?:[-+*/^%x×]|\*\*)\s*[\d(]"),  # noqa: RUF001
+    "clock": re.compile(r"\b(?:time|date|day|today|now|clock|hour)\b", re.IGNORECASE),
+}
+
+
+def relevant_tools(question: str) -> list[Body]:
+    """The agent's own tools that `question` is about (often none)."""
+    return [t for t in AGENT_TOOLS if _TOPICS[t["function"]["name"]].search(question)]
+
+
+def _brief(name: str, arguments: str) -> str:
+    """What a call asked, for the model to read: the expression, or the tool's subject."""
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        args = {}
+    if name == "calculator" and isinstance(args, dict) and args.get("expression"):
+        return str(args["expression"])
+    return "the current date and time (UTC)" if name == "clock" else name
+
+
 AGENT_TOOLS: list[Body] = [
     {
         "type": "function",
@@ -127,7 +157,14 @@ AGENT_TOOLS: list[Body] = [
             "description": "Evaluate an arithmetic expression such as 17 * 23.",
             "parameters": {
                 "type": "object",
-                "properties": {"expression": {"type": "string", "description": "e.g. 17 * 23"}},
+                "properties": {
+                    "expression": {
+                        "type": "string",
+                        "description": "e.g. 17 * 23",
+                        # Arithmetic only: the grammar keeps a small model from rambling here.
+                        "pattern": "^[0-9(][0-9+*/(). -]{0,39}$",
+                    }
+                },
                 "required": ["expression"],
             },
         },
@@ -136,11 +173,8 @@ AGENT_TOOLS: list[Body] = [
         "type": "function",
         "function": {
             "name": "clock",
-            "description": "The current date and time.",
-            "parameters": {
-                "type": "object",
-                "properties": {"timezone": {"type": "string", "description": "e.g. UTC"}},
-            },
+            "description": "The current date and time (UTC).",
+            "parameters": {"type": "object", "properties": {}},
         },
     },
 ]
@@ -240,7 +274,14 @@ class AgentLoop:
         served_name: str,
     ) -> None:
         self.model = model
-        self.messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
+        if messages and messages[0].get("role") == "system":  # the caller's own instructions
+            first = {**messages[0], "content": f"{SYSTEM_PROMPT}\n\n{messages[0]['content']}"}
+            messages = [first, *messages[1:]]
+        else:
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
+        self.messages = messages
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        self.question = str(messages[users[-1]].get("content") or "") if users else ""
         self.request = request
         self.caller_tools = caller_tools
         self.tool_choice = tool_choice
@@ -252,6 +293,11 @@ class AgentLoop:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.used: list[str] = []
+        self.results: list[str] = []  # this turn's tool results, as told to the model
+        # Results of the caller's tools since the question: this turn's tools have answered.
+        for message in messages[users[-1] + 1 :] if users else ():
+            if message.get("role") == "tool":
+                self.results.append(f"{message.get('name') or 'tool'} = {message.get('content')}")
 
     def _sampling(self) -> Body:
         request = self.request
@@ -265,13 +311,17 @@ class AgentLoop:
         return {k: v for k, v in params.items() if v is not None}
 
     def _step_body(self, step: int) -> Body:
-        offered = [t for t in AGENT_TOOLS if t["function"]["name"] not in self.used]
+        offered = [
+            t for t in relevant_tools(self.question) if t["function"]["name"] not in self.used
+        ]
         tools = offered + self.caller_tools
         choice = self.tool_choice if step == 0 else "auto"
-        if not tools or step == self.max_steps - 1 or choice == "none":
+        if choice == "required" or isinstance(choice, dict):
+            tools = self.caller_tools  # the caller asked for a call of one of its tools
+        if not tools or self.results or step == self.max_steps - 1 or choice == "none":
             tools, choice = [], "none"
         body: Body = {
-            "messages": self.messages,
+            "messages": self._with_results(),
             "stream": True,
             "stream_options": {"include_usage": True},
             **self._sampling(),
@@ -281,6 +331,20 @@ class AgentLoop:
         if self.response_format is not None:
             body["response_format"] = self.response_format
         return body
+
+    def _with_results(self) -> list[Body]:
+        """The conversation, with this turn's tool results told after the question.
+
+        A small model answers from a plain statement of the results far better than from
+        tool-call transcripts, which it tends to imitate instead of answering.
+        """
+        if not self.results:
+            return self.messages
+        last = max(i for i, m in enumerate(self.messages) if m.get("role") == "user")
+        told = "; ".join(self.results)
+        question = self.messages[last]
+        content = f"{question['content']}\n\n(Tool result: {told}. Answer using it.)"
+        return [*self.messages[:last], {**question, "content": content}, *self.messages[last + 1 :]]
 
     def _done(self, item: Body) -> Event:
         self.output.append(item)
@@ -346,19 +410,6 @@ class AgentLoop:
                     "status": "completed",
                 }
                 yield self._done(item)
-                self.messages.append(
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": item["call_id"],
-                                "type": "function",
-                                "function": {"name": item["name"], "arguments": item["arguments"]},
-                            }
-                        ],
-                    }
-                )
                 if item["name"] not in _OWN:
                     handed_over = True  # the caller's tool: the caller runs it
                     continue
@@ -367,9 +418,7 @@ class AgentLoop:
                 yield self._done(
                     {"type": "function_call_output", "call_id": item["call_id"], "output": output}
                 )
-                self.messages.append(
-                    {"role": "tool", "tool_call_id": item["call_id"], "content": output}
-                )
+                self.results.append(f"{_brief(item['name'], item['arguments'])} = {output}")
             if handed_over:
                 break
         yield {
@@ -505,20 +554,14 @@ def _chat_usage(loop: AgentLoop) -> Body:
 
 def _with_ids(items: list[Body]) -> list[Body]:
     """ChatAgent messages of the items; every message gets an id (MLflow requires them)."""
-    messages = []
-    for item in items:
-        for message in _item_messages(item):
-            messages.append(message)
+    messages = items_to_messages(items)
+    for message in messages:
+        message.setdefault("id", new_id("tool_" if message["role"] == "tool" else "msg_"))
     return messages
 
 
 def _item_messages(item: Body) -> list[Body]:
-    messages = items_to_messages([item])
-    for message in messages:
-        message.setdefault("id", item.get("id") or new_id("msg_"))
-    if item.get("type") == "function_call_output":
-        messages[0]["id"] = new_id("tool_")
-    return messages
+    return _with_ids([item])
 
 
 async def _chat_agent_chunks(loop: AgentLoop) -> AsyncGenerator[Body, None]:

@@ -208,7 +208,7 @@ def test_embeddings_packed_and_one_bad_text_fails_alone(
     assert out["error"][17] == "BAD_REQUEST: input 'bad' is not allowed"
     sizes = [len(b["input"]) for b in bodies(serving_env, EMBEDDINGS)]
     # Three packed requests; the failing one is split and resent one text at a time.
-    assert sizes[:3] == [16, 16, 8] or sorted(sizes[:3]) == [8, 16, 16]
+    assert sorted(size for size in sizes if size > 1) == [8, 16, 16]  # in any order
     assert sizes.count(1) == 16
 
 

@@ -34,6 +34,8 @@ def test_defaults_without_a_file() -> None:
         "local-chat": "llm/v1/chat",
         "local-completions": "llm/v1/completions",
         "local-embeddings": "llm/v1/embeddings",
+        "local-agent": "agent/v1/responses",
+        "local-chat-agent": "agent/v2/chat",
     }
 
 
@@ -55,7 +57,14 @@ model = "text-embedding-3-small"
 """,
     )
     endpoints = {e.name: e for e in load_config(path).resolved()}
-    assert set(endpoints) == {"local-chat", "local-completions", "local-embeddings", "remote"}
+    assert set(endpoints) == {
+        "local-chat",
+        "local-completions",
+        "local-embeddings",
+        "local-agent",
+        "local-chat-agent",
+        "remote",
+    }
     chat = endpoints["local-chat"]
     assert chat.gguf == str((tmp_path / "models/Other_Model.Q4.gguf").resolve())
     assert chat.served_model_name == "other-model.q4"
