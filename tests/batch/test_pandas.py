@@ -79,14 +79,19 @@ def test_faults_become_row_errors_or_recover(serving_env: ServingTestServer, clo
     model = closing(ChatServing(endpoint="test-chat", max_retries=2))
     out = ai_query(_frame(texts), model, "text", fail_on_error=False, progress=False)
     result, error = list(out["result"]), list(out["error"])
-    assert result[:4] == ["echo: ok", "echo: 429:2", "echo: 503:1", "echo: drop:1"]
-    assert error[:4] == [None] * 4
+    assert result[:3] == ["echo: ok", "echo: 429:2", "echo: 503:1"]
+    assert error[:3] == [None] * 3
+    # A connection dropped after the request was read is retried only when it was a reused
+    # keep-alive connection (it cannot have reached the model); otherwise the row says so.
+    assert (result[3], error[3]) == ("echo: drop:1", None) or (
+        result[3] is None and "connection" in error[3].lower()
+    )
     assert result[4] is None
     assert error[4].startswith("ServingResponseError: expected a JSON object")
     assert result[5] is None
     assert error[5] == "BAD_REQUEST: the input is not allowed"
     assert (result[6], error[6]) == ("echo: also ok", None)
-    assert out.attrs["ai_query"]["errors"] == 2
+    assert out.attrs["ai_query"]["errors"] == 2 + (error[3] is not None)
     assert out.attrs["ai_query"]["rate_limited"] == 2
 
 
