@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_servingx._decoding import json_type
+
 __all__ = ["SchemaMismatchError", "Shape", "shape_of"]
 
 _MAX_DEPTH = 32
@@ -80,7 +82,7 @@ class Shape:
 
 def _check_string(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if not isinstance(value, str):
-        raise SchemaMismatchError(path, f"expected a string, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected a string, got {json_type(value)}")
     return value
 
 
@@ -88,32 +90,32 @@ def _check_integer(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise SchemaMismatchError(path, f"expected an integer, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected an integer, got {json_type(value)}")
     return value
 
 
 def _check_number(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise SchemaMismatchError(path, f"expected a number, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected a number, got {json_type(value)}")
     return float(value)
 
 
 def _check_boolean(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if not isinstance(value, bool):
-        raise SchemaMismatchError(path, f"expected a boolean, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected a boolean, got {json_type(value)}")
     return value
 
 
 def _check_array(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if not isinstance(value, list):
-        raise SchemaMismatchError(path, f"expected an array, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected an array, got {json_type(value)}")
     items = shape.items or Shape("json")
     return [items.check(v, f"{path}[{i}]", spark=spark) for i, v in enumerate(value)]
 
 
 def _check_object(shape: Shape, value: Any, path: str, spark: bool) -> Any:
     if not isinstance(value, Mapping):
-        raise SchemaMismatchError(path, f"expected an object, got {_json_type(value)}")
+        raise SchemaMismatchError(path, f"expected an object, got {json_type(value)}")
     checked = {} if spark else dict(value)
     for name, field_shape, required in shape.fields:
         where = f"{path}.{name}" if path else name
@@ -142,20 +144,6 @@ _CHECKS = {
     "object": _check_object,
     "json": _check_json,
 }
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 def shape_of(schema: Mapping[str, Any]) -> Shape:
