@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from langchain_servingx._clients import Closing
-from langchain_servingx._config import normalize_url, resolve_settings
+from langchain_servingx._config import ConnectionSettings, normalize_url, resolve_settings
 from langchain_servingx._decoding import DEFAULT_MAX_RESPONSE_BYTES
 from langchain_servingx._errors import ServingError, ServingNotFoundError, ServingResponseError
 from langchain_servingx._transport import (
@@ -170,8 +170,9 @@ class ServingWorkspace(ConnectionFields, Closing):
                 transport = self._transport
         return transport
 
-    def _build_transport(self) -> InvocationTransport:
-        settings = resolve_settings(
+    def resolved_settings(self) -> ConnectionSettings:
+        """Host and credential from the fields, then the environment, then the profile."""
+        return resolve_settings(
             host=self.host,
             token=self.token,
             client_id=self.client_id,
@@ -180,6 +181,9 @@ class ServingWorkspace(ConnectionFields, Closing):
             # DATABRICKS_* credentials belong to the workspace, never to another server.
             workspace=self.base_url is None,
         )
+
+    def _build_transport(self) -> InvocationTransport:
+        settings = self.resolved_settings()
         address = EndpointAddress.build(
             host=settings.host, base_url=self.base_url, openai_compatible=self.openai_compatible
         )

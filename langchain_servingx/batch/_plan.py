@@ -22,7 +22,7 @@ from typing import Any
 from langchain_core.runnables import Runnable
 
 from langchain_servingx._base import ServingClientBase
-from langchain_servingx._config import ClientCredentials, resolve_settings
+from langchain_servingx._config import ClientCredentials
 from langchain_servingx._errors import ServingError
 from langchain_servingx.batch._calls import Caller, caller_for, format_error
 from langchain_servingx.batch._formats import ResponseFormat
@@ -304,14 +304,7 @@ def pinned_workspace(ws: ServingWorkspace) -> ServingWorkspace:
     """
     fields: dict[str, Any] = {name: getattr(ws, name) for name in CONNECTION_FIELDS}
     if ws.auth is None:
-        settings = resolve_settings(
-            host=ws.host,
-            token=ws.token,
-            client_id=ws.client_id,
-            client_secret=ws.client_secret,
-            profile=ws.profile,
-            workspace=ws.base_url is None,
-        )
+        settings = ws.resolved_settings()
         fields.update(host=settings.host, profile=None, token=None)
         fields.update(client_id=None, client_secret=None)
         credential = settings.credential
