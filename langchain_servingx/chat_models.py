@@ -7,7 +7,7 @@ import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -25,7 +25,8 @@ from langchain_core.output_parsers.openai_tools import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -37,6 +38,7 @@ from langchain_servingx._base import (
     check_n,
     check_single_choice,
 )
+from langchain_servingx._direct import DirectBatch
 from langchain_servingx._errors import ServingError, ServingInputError, ServingUsageWarning
 from langchain_servingx._messages import MODEL_PROVIDER
 from langchain_servingx._transport import StreamReader
@@ -290,6 +292,49 @@ class ChatServing(ServingClientBase, GenerationFields, BaseChatModel):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
         yield _final_chunk(assembly, reader, body)
+
+    # ----------------------------------------------------------------------------------
+    # Batches
+    # ----------------------------------------------------------------------------------
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """`invoke` every input concurrently (up to the config's `max_concurrency`).
+
+        When nothing listens (no callbacks or tracer, no cache, no rate limiter; see
+        `_direct.py`) the calls skip langchain-core's per-call run machinery, with the
+        same answers; otherwise this is langchain-core's own `batch`.
+        """
+        configs = get_config_list(config, len(inputs))
+        direct = DirectBatch(self, kwargs)
+        if not inputs or not direct.applies(inputs, configs):
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        limit = configs[0].get("max_concurrency")
+        return cast("list[AIMessage]", direct.run(inputs, limit, return_exceptions))
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Async `batch`: tasks on the running loop, `max_concurrency` at a time."""
+        configs = get_config_list(config, len(inputs))
+        direct = DirectBatch(self, kwargs)
+        if not inputs or not direct.applies(inputs, configs):
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        limit = configs[0].get("max_concurrency")
+        return cast("list[AIMessage]", await direct.arun(inputs, limit, return_exceptions))
 
     # ----------------------------------------------------------------------------------
     # Tools and structured output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -20,6 +21,7 @@ from langchain_servingx._base import (
     check_single_choice,
 )
 from langchain_servingx._batching import PROMPT_OFFSET, GroupedBatchMixin
+from langchain_servingx._concurrency import arun_all, run_all
 from langchain_servingx._errors import (
     ServingContextOverflowError,
     ServingError,
@@ -70,6 +72,9 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
     _lists_refused: set[str] = PrivateAttr(default_factory=set)
     """Endpoints found to refuse prompt lists (forgotten when the connection changes)."""
 
+    _lists_accepted: set[str] = PrivateAttr(default_factory=set)
+    """Endpoints that answered a prompt list (their lists go out concurrently)."""
+
     # -- Serializable class method overrides ---------------------------------------------
 
     @classmethod
@@ -90,6 +95,7 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
 
     def _forget(self) -> None:
         self._lists_refused = set()
+        self._lists_accepted = set()
 
     def _group_size(self, kwargs: Mapping[str, Any]) -> int:
         """Prompts per request for `batch()`: one each once the endpoint refused lists."""
@@ -121,19 +127,9 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
             chunks = list(self._stream(prompts[0], stop, run_manager, **kwargs))
             return _streamed_result(chunks, self._endpoint_for(kwargs.get("model")))
         call = self._completion_call(prompts, stop, kwargs)
-        while (group := call.next_group()) is not None:
-            try:
-                reply = self.transport.invoke(
-                    contract.COMPLETIONS,
-                    call.endpoint,
-                    call.body(group),
-                    served_model=self.served_model,
-                )
-            except ServingError as error:
-                if not call.fall_back(group, error):
-                    raise
-                continue
-            call.add(group, reply)
+        while wave := call.next_wave():
+            sends = [partial(self._send, call, group) for group in wave]
+            call.settle(wave, run_all(sends, self.max_concurrency, return_exceptions=True))
         return call.result()
 
     async def _agenerate(
@@ -147,19 +143,9 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
             chunks = [c async for c in self._astream(prompts[0], stop, run_manager, **kwargs)]
             return _streamed_result(chunks, self._endpoint_for(kwargs.get("model")))
         call = self._completion_call(prompts, stop, kwargs)
-        while (group := call.next_group()) is not None:
-            try:
-                reply = await self.transport.ainvoke(
-                    contract.COMPLETIONS,
-                    call.endpoint,
-                    call.body(group),
-                    served_model=self.served_model,
-                )
-            except ServingError as error:
-                if not call.fall_back(group, error):
-                    raise
-                continue
-            call.add(group, reply)
+        while wave := call.next_wave():
+            sends = [partial(self._asend, call, group) for group in wave]
+            call.settle(wave, await arun_all(sends, self.max_concurrency, return_exceptions=True))
         return call.result()
 
     def _stream(
@@ -223,6 +209,16 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
         check_n(params.get("n"), endpoint)
         return endpoint, params
 
+    def _send(self, call: _CompletionCall, group: _Group) -> dict[str, Any]:
+        return self.transport.invoke(
+            contract.COMPLETIONS, call.endpoint, call.body(group), served_model=self.served_model
+        )
+
+    async def _asend(self, call: _CompletionCall, group: _Group) -> dict[str, Any]:
+        return await self.transport.ainvoke(
+            contract.COMPLETIONS, call.endpoint, call.body(group), served_model=self.served_model
+        )
+
     def _completion_call(
         self, prompts: list[str], stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> _CompletionCall:
@@ -246,11 +242,12 @@ class ServingLLM(GroupedBatchMixin, ServingClientBase, GenerationFields, BaseLLM
 class _Group:
     """Consecutive prompts sent in one request."""
 
-    __slots__ = ("prompts", "start")
+    __slots__ = ("probe", "prompts", "start")
 
-    def __init__(self, start: int, prompts: list[str]) -> None:
+    def __init__(self, start: int, prompts: list[str], *, probe: bool = False) -> None:
         self.start = start
         self.prompts = prompts
+        self.probe = probe  # a single sent to learn whether its refused list was the cause
 
     @property
     def label(self) -> str:
@@ -260,8 +257,8 @@ class _Group:
         span = f"prompt {end}" if end == first else f"prompts {first}-{end}"
         return f"request for {span}"
 
-    def singles(self) -> list[_Group]:
-        return [_Group(self.start + i, [p]) for i, p in enumerate(self.prompts)]
+    def singles(self, *, probe: bool = False) -> list[_Group]:
+        return [_Group(self.start + i, [p], probe=probe) for i, p in enumerate(self.prompts)]
 
 
 class _CompletionCall:
@@ -292,8 +289,31 @@ class _CompletionCall:
         self.usage: dict[str, int] = {}
         self.probing = 0  # singles of a refused list still to go through
 
-    def next_group(self) -> _Group | None:
-        return self.pending.popleft() if self.pending else None
+    def next_wave(self) -> list[_Group]:
+        """The groups to send together next (none: done).
+
+        Singles of a refused list go first, on their own: if they all pass, the list was
+        the cause and the lists still pending become singles. While an endpoint has not yet
+        taken a list, the first list goes alone, so a refusing endpoint costs one request,
+        not a wave of them. Otherwise everything pending goes at once.
+        """
+        if not self.pending:
+            return []
+        if self.probing:
+            count = self.probing
+        elif self.endpoint not in self.llm._lists_accepted and len(self.pending[0].prompts) > 1:
+            count = 1
+        else:
+            count = len(self.pending)
+        return [self.pending.popleft() for _ in range(count)]
+
+    def settle(self, wave: list[_Group], outcomes: list[dict[str, Any] | Exception]) -> None:
+        """Take a wave's replies; the first failure that no fallback covers is raised."""
+        for group, outcome in zip(wave, outcomes, strict=True):
+            if not isinstance(outcome, Exception):
+                self.add(group, outcome)
+            elif not (isinstance(outcome, ServingError) and self.fall_back(group, outcome)):
+                raise outcome
 
     def body(self, group: _Group) -> dict[str, Any]:
         prompt: str | list[str] = group.prompts[0] if len(group.prompts) == 1 else group.prompts
@@ -309,8 +329,8 @@ class _CompletionCall:
             or isinstance(error, ServingContextOverflowError)
         ):
             return False
-        self.pending.extendleft(reversed(group.singles()))
-        self.probing = len(group.prompts)
+        self.pending.extendleft(reversed(group.singles(probe=True)))
+        self.probing += len(group.prompts)
         return True
 
     def add(self, group: _Group, reply: Mapping[str, Any]) -> None:
@@ -335,7 +355,9 @@ class _CompletionCall:
                 Generation(text=text, generation_info=info)
             )
         _add_usage(self.usage, reply.get("usage"))
-        if self.probing and len(group.prompts) == 1:
+        if len(group.prompts) > 1:
+            self.llm._lists_accepted.add(self.endpoint)
+        if group.probe:
             self.probing -= 1
             if not self.probing:
                 # Every prompt of the refused list went through alone: lists are refused.

@@ -253,20 +253,39 @@ def test_failures_that_are_not_about_the_body_are_not_probed(
     assert len(serving_env.requests_to(PATH)) == 1
 
 
+def _fail_first_list_and(single: str, reply: Reply) -> Any:
+    """Answer the first list and the single prompt `single` with `reply`; echo the rest."""
+    lists = 0
+    echo = _echo()
+
+    def handler(request: RecordedRequest) -> Reply:
+        nonlocal lists
+        prompt = request.json["prompt"]
+        if isinstance(prompt, list):
+            lists += 1
+            if lists == 1:
+                return reply
+        elif prompt == single:
+            return reply
+        return echo(request)
+
+    return handler
+
+
 def test_a_500_on_the_single_prompt_too_is_raised_and_not_remembered(
     serving_env: ServingTestServer,
 ) -> None:
     failure = Reply.json({"error_code": "INTERNAL_ERROR", "message": "model crashed"}, 500)
-    serving_env.reply(PATH, failure, failure, Reply.json(completion_response(["1", "2"])))
+    serving_env.handle(PATH, _fail_first_list_and("a", failure))
     llm = _llm()
     with pytest.raises(ServingServerError, match="model crashed"):
         llm.batch(["a", "b"])
-    assert llm.batch(["a", "b"]) == ["1", "2"]
-    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [
-        ["a", "b"],
-        "a",
-        ["a", "b"],
-    ]
+    first, *singles = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
+    assert first == ["a", "b"]
+    assert sorted(singles) == ["a", "b"]  # the list's prompts alone, concurrently
+    serving_env.requests.clear()
+    assert llm.batch(["a", "b"]) == ["re:a", "re:b"]  # nothing learnt: a list again
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"]]
 
 
 async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> None:
@@ -284,18 +303,18 @@ async def test_async_list_refusal_falls_back(serving_env: ServingTestServer) -> 
 def test_a_400_that_is_not_about_lists_is_raised_and_not_remembered(
     serving_env: ServingTestServer,
 ) -> None:
-    serving_env.reply(
-        PATH,
-        Reply.json({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad temperature"}, 400),
-        Reply.json({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad temperature"}, 400),
-        Reply.json(completion_response(["1", "2"])),
+    refusal = Reply.json(
+        {"error_code": "INVALID_PARAMETER_VALUE", "message": "bad temperature"}, 400
     )
+    serving_env.handle(PATH, _fail_first_list_and("a", refusal))
     llm = _llm()
     with pytest.raises(ServingInvalidRequestError, match="bad temperature"):
         llm.batch(["a", "b"])
-    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"], "a"]
-    assert llm.batch(["a", "b"]) == ["1", "2"]
-    assert serving_env.requests_to(PATH)[-1].json["prompt"] == ["a", "b"]
+    first, *singles = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
+    assert (first, sorted(singles)) == (["a", "b"], ["a", "b"])
+    serving_env.requests.clear()
+    assert llm.batch(["a", "b"]) == ["re:a", "re:b"]
+    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["a", "b"]]
 
 
 OTHER = "/serving-endpoints/strict/invocations"
@@ -328,11 +347,9 @@ def test_one_bad_prompt_is_not_a_list_refusal(serving_env: ServingTestServer) ->
     llm = _llm()
     with pytest.raises(ServingInvalidRequestError, match="prompt 'bad'"):
         llm.batch(["a", "bad", "c"])
-    assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [
-        ["a", "bad", "c"],
-        "a",
-        "bad",
-    ]
+    first, *singles = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
+    assert first == ["a", "bad", "c"]
+    assert sorted(singles) == ["a", "bad", "c"]  # the list's prompts alone, concurrently
     serving_env.requests.clear()
     assert llm.batch(["x", "y"]) == ["re:x", "re:y"]
     assert [r.json["prompt"] for r in serving_env.requests_to(PATH)] == [["x", "y"]]
@@ -622,3 +639,60 @@ def test_batch_failure_does_not_start_the_remaining_groups(
             [f"p{i}" for i in range(40)], config={"max_concurrency": 2}
         )
     assert len(serving_env.requests) < 40
+
+
+# -- generate(): one call's groups concurrently ----------------------------------------
+
+
+def test_generate_sends_its_groups_concurrently_once_lists_are_known(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _echo(delay=0.1))
+    llm = _llm(prompts_per_request=4, max_concurrency=3)
+    prompts = [f"p{i}" for i in range(20)]
+    result = llm.generate(prompts)
+    assert [g[0].text for g in result.generations] == [f"re:{p}" for p in prompts]
+    # The first list goes alone (the endpoint might refuse lists), then the other four
+    # groups go out three at a time.
+    sent = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
+    assert sent[0] == ["p0", "p1", "p2", "p3"]
+    assert len(sent) == 5
+    assert serving_env.max_in_flight == 3
+    serving_env.requests.clear()
+    llm.generate(prompts)  # known to take lists: every group at once, up to the limit
+    assert len(serving_env.requests_to(PATH)) == 5
+
+
+async def test_agenerate_sends_its_groups_concurrently(serving_env: ServingTestServer) -> None:
+    serving_env.handle(PATH, _echo(delay=0.1))
+    llm = _llm(prompts_per_request=2, max_concurrency=4)
+    prompts = [f"p{i}" for i in range(18)]
+    result = await llm.agenerate(prompts)
+    assert [g[0].text for g in result.generations] == [f"re:{p}" for p in prompts]
+    assert serving_env.max_in_flight == 4
+    assert result.llm_output is not None
+    assert len(serving_env.requests_to(PATH)) == 9
+
+
+def test_generate_with_a_refusing_endpoint_probes_once_then_sends_singles(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _echo(refuse_lists=True, delay=0.05))
+    llm = _llm(prompts_per_request=3, max_concurrency=4)
+    prompts = [f"p{i}" for i in range(9)]
+    result = llm.generate(prompts)
+    assert [g[0].text for g in result.generations] == [f"re:{p}" for p in prompts]
+    sent = [r.json["prompt"] for r in serving_env.requests_to(PATH)]
+    assert [p for p in sent if isinstance(p, list)] == [["p0", "p1", "p2"]]  # one list only
+    assert sorted(p for p in sent if isinstance(p, str)) == sorted(prompts)
+    assert serving_env.max_in_flight > 1  # the singles went out concurrently
+
+
+def test_generate_failure_in_a_concurrent_group_raises_that_groups_error(
+    serving_env: ServingTestServer,
+) -> None:
+    serving_env.handle(PATH, _fail_group_of("p9", status=401))
+    llm = _llm(prompts_per_request=2, max_concurrency=4)
+    llm.generate(["a", "b"])  # lists are known to be taken
+    with pytest.raises(ServingAuthenticationError, match="p9 is bad"):
+        llm.generate([f"p{i}" for i in range(12)])
