@@ -47,6 +47,11 @@ TOKEN = "dapi-bench-token"
 # --------------------------------------------------------------------------------------
 
 
+LISTING = json.dumps(
+    {"endpoints": [{"name": "bench", "task": "llm/v1/chat", "state": {"ready": "READY"}}]}
+).encode()
+
+
 def _serve(port_holder: Any, ready: Event) -> None:
     state = {"in_flight": 0, "ok": 0, "refused": 0}
 
@@ -72,7 +77,7 @@ def _serve(port_holder: Any, ready: Event) -> None:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                _, path, _ = lines[0].split(" ", 2)
+                method, path, _ = lines[0].split(" ", 2)
                 length = 0
                 for line in lines[1:]:
                     if line.lower().startswith("content-length:"):
@@ -83,6 +88,8 @@ def _serve(port_holder: Any, ready: Event) -> None:
                     payload = json.dumps(state).encode()
                 elif path == "/reset":
                     state.update(ok=0, refused=0)
+                elif method == "GET" and path.startswith("/api/2.0/serving-endpoints"):
+                    payload = LISTING  # the task lookup of ChatServing(api="auto") and ai_query
                 elif state["in_flight"] >= CAPACITY:
                     state["refused"] += 1
                     status = 429
