@@ -84,14 +84,18 @@ def register_ai_query(
     result_arrow = arrow_type if fail_on_error else arrow_type.field("result").type
     totals = SparkTotals.of(spark, f"SQL function {name}()")
     plans: dict[str, QueryPlan | Exception] = {}
+    options: dict[str, Any] = {
+        "response_format": response_format,
+        "model_parameters": model_parameters,
+        "workspace": pinned,
+        "fail_on_error": fail_on_error,
+        "max_concurrency": max_concurrency,
+    }
 
     def plan_for(endpoint: str) -> QueryPlan | Exception:
         if endpoint not in plans:
             try:
-                plans[endpoint] = _plan_for(
-                    endpoint, name, task, response_format, model_parameters,
-                    pinned, fail_on_error, max_concurrency,
-                ).shared()  # fmt: skip
+                plans[endpoint] = _plan_for(endpoint, name, task, options).shared()
             except Exception as error:  # that endpoint's rows get it
                 plans[endpoint] = error
         return plans[endpoint]
@@ -140,18 +144,9 @@ def register_ai_query(
     return totals
 
 
-def _plan_for(
-    endpoint: str,
-    name: str,
-    task: str | None,
-    response_format: Any,
-    model_parameters: Mapping[str, Any] | None,
-    workspace: ServingWorkspace,
-    fail_on_error: bool,
-    max_concurrency: int,
-) -> QueryPlan:
+def _plan_for(endpoint: str, name: str, task: str | None, options: dict[str, Any]) -> QueryPlan:
     """The plan for one endpoint named in a row; its task checked against the listing."""
-    listed = listed_task(endpoint, workspace)
+    listed = listed_task(endpoint, options["workspace"])
     if task is None and listed == "embeddings":
         raise ServingInvalidRequestError(
             f"endpoint {endpoint!r} serves embeddings and {name}() answers text; register "
@@ -170,14 +165,10 @@ def _plan_for(
         endpoint,
         "request",
         task=task or listed or "chat",
-        model_parameters=model_parameters,
-        response_format=response_format,
-        fail_on_error=fail_on_error,
         result_column="result",
         error_column="error",
         usage_column=None,
-        max_concurrency=max_concurrency,
-        workspace=workspace,
+        **options,
     )
 
 
