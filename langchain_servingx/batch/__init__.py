@@ -12,7 +12,7 @@ __all__ = ["AIQueryError", "aai_query", "ai_query", "register_ai_query"]
 
 def __getattr__(name: str) -> object:
     if name == "register_ai_query":  # imports pyspark
-        from langchain_servingx.batch._spark import register_ai_query
+        from langchain_servingx.batch._sql import register_ai_query
 
         return register_ai_query
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,10 @@ def ai_query(
 ) -> Any:
     """Run a model over every row of a pandas or Spark DataFrame, like SQL's `ai_query`.
 
+    Totals (rows, requests, calls, 429s, errors, tokens) are logged and left in
+    `out.attrs["ai_query"]` on pandas, and in `out.ai_query_totals.value` on Spark after an
+    action (an accumulator over every execution).
+
     Args:
         data: A `pandas.DataFrame` (a new frame with the same index is returned) or a
             `pyspark.sql.DataFrame` (a lazy DataFrame is returned; nothing runs until an
@@ -53,7 +57,9 @@ def ai_query(
         result_column: Name of the result column.
         error_column: Name of the error column (with `fail_on_error=False`).
         usage_column: Also add per-row token usage (`input_tokens`, `output_tokens`,
-            `total_tokens`) under this name.
+            `total_tokens`) under this name: the row's own request's (zeros for a row
+            answered by an equal row's request, null for texts packed into one
+            embeddings request, whose usage only the totals have).
         max_concurrency: Most requests in flight per partition; the actual number adapts
             to 429s below it.
         workspace: The `ServingWorkspace` that endpoint names are queried through.

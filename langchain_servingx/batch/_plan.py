@@ -34,7 +34,7 @@ from langchain_servingx.embeddings import ServingEmbeddings
 from langchain_servingx.llms import ServingLLM
 from langchain_servingx.workspace import CONNECTION_FIELDS, ServingWorkspace
 
-__all__ = ["AIQueryError", "Columns", "QueryPlan", "build_plan"]
+__all__ = ["AIQueryError", "Columns", "QueryPlan", "build_plan", "check_arguments", "listed_task"]
 
 logger = logging.getLogger("langchain_servingx.batch")
 
@@ -222,12 +222,7 @@ def build_plan(
     The only request sent is the endpoint listing, for the task of an endpoint name given
     without `task=`, after everything else was checked (against `data_columns` too).
     """
-    if not isinstance(max_concurrency, int) or max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
-    if task is not None and task not in _TASK_CLASSES:
-        raise ValueError(f"task must be 'chat', 'completions' or 'embeddings', got {task!r}")
-    if model_parameters is not None and not isinstance(model_parameters, Mapping):
-        raise TypeError(f"model_parameters must be a dict, got {type(model_parameters).__name__}")
+    check_arguments(task, model_parameters, max_concurrency)
     fmt = ResponseFormat.of(response_format)
     spec = RequestSpec.of(request)
     columns = Columns(result_column, None if fail_on_error else error_column, usage_column)
@@ -244,6 +239,16 @@ def build_plan(
     )
 
 
+def check_arguments(task: Any, model_parameters: Any, max_concurrency: Any) -> None:
+    """Refuse a bad `task=`, `model_parameters=` or `max_concurrency=`, naming it."""
+    if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be a positive integer, got {max_concurrency!r}")
+    if task is not None and task not in _TASK_CLASSES:
+        raise ValueError(f"task must be 'chat', 'completions' or 'embeddings', got {task!r}")
+    if model_parameters is not None and not isinstance(model_parameters, Mapping):
+        raise TypeError(f"model_parameters must be a dict, got {type(model_parameters).__name__}")
+
+
 def _model_for(
     endpoint: Any, task: str | None, workspace: ServingWorkspace | None
 ) -> tuple[Any, str]:
@@ -258,7 +263,7 @@ def _model_for(
             return endpoint, name
     if isinstance(endpoint, str):
         ws = workspace if workspace is not None else ServingWorkspace()
-        resolved = task or _listed_task(endpoint, ws) or "chat"
+        resolved = task or listed_task(endpoint, ws) or "chat"
         return _TASK_CLASSES[resolved](endpoint=endpoint, workspace=ws), resolved
     if isinstance(endpoint, Runnable):
         if task is not None or workspace is not None:
@@ -270,7 +275,7 @@ def _model_for(
     )
 
 
-def _listed_task(endpoint: str, workspace: ServingWorkspace) -> str | None:
+def listed_task(endpoint: str, workspace: ServingWorkspace) -> str | None:
     """The endpoint's task from the workspace's listing; None when there is no listing.
 
     A listing without the endpoint raises `ServingNotFoundError` naming the closest names,

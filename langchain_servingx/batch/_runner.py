@@ -32,7 +32,11 @@ RATE_LIMIT_RETRY = RetryPolicy(max_retries=12, initial_delay=0.25, max_delay=8.0
 
 @dataclass
 class Outcome:
-    """One row's result, or its error, and the usage of its call."""
+    """One row's result, or its error, and the usage of its own call.
+
+    `usage` is None when unknown (a packed embeddings call's rows: the wire counts the
+    call, not each text) and zeros for a row answered by an equal row's call.
+    """
 
     value: Any = None
     error: BaseException | None = None
@@ -146,10 +150,15 @@ async def run_requests(
     first_error: list[int] = []
 
     def settle(slot: int, outcome: Outcome) -> None:
+        # The call's usage belongs to the first row that asked; equal rows (and later
+        # batches' cache hits) sent nothing, so per-row usage adds up to the totals.
+        again = _answered_elsewhere(outcome)
         if cache is not None:
-            cache[keys[slot]] = outcome
-        for row in rows_of[slot]:
-            outcomes[row] = outcome
+            cache[keys[slot]] = again
+        first, *others = rows_of[slot]
+        outcomes[first] = outcome
+        for row in others:
+            outcomes[row] = again
         if outcome.error is not None:
             stats.errors += len(rows_of[slot])
             if not first_error:
@@ -198,6 +207,8 @@ async def run_requests(
                 if error is None:
                     limiter.on_success()
                     answer = task.result()
+                    # A packed call's usage covers all its texts and the wire gives no
+                    # per-text counts: its rows get none, the totals get it once.
                     usage = answer.usage if len(work.keys) == 1 else None
                     for key, value in zip(work.keys, answer.values, strict=True):
                         settle(key, Outcome(value, None, usage))
@@ -225,6 +236,13 @@ async def run_requests(
         if in_flight:
             await asyncio.get_running_loop().run_in_executor(None, wait, in_flight)
     return RunResult(outcomes, stats, first_error[0] if first_error and fail_fast else None)
+
+
+def _answered_elsewhere(outcome: Outcome) -> Outcome:
+    """`outcome` for a row whose answer came from another row's call: zero tokens of its own."""
+    if outcome.usage is None:
+        return outcome
+    return Outcome(outcome.value, outcome.error, dict.fromkeys(outcome.usage, 0))
 
 
 def _key(request: Any) -> Any:

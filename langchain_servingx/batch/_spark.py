@@ -1,9 +1,12 @@
-"""`ai_query` on Spark DataFrames (`mapInArrow`) and in Spark SQL (`register_ai_query`).
+"""`ai_query` on Spark DataFrames (`mapInArrow`), with job-level totals.
 
 Each partition streams Arrow record batches through one executor Python process; its rows
 run concurrently on that process's batch loop, over the model object and pooled clients the
 process keeps for every task of the same configuration. Input columns pass through as
 Arrow, untouched; the result columns are typed from the task and the response format.
+
+Every batch adds its totals to the DataFrame's `SparkTotals` (an accumulator), read on the
+driver after an action as `out.ai_query_totals.value`.
 
 A task that Spark retries (an executor lost, a speculative copy) sends its partition's rows
 again: serving calls are not idempotent, so those rows are paid for twice.
@@ -15,28 +18,41 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from langchain_servingx.batch._calls import format_error
+from langchain_servingx.batch._formats import ResponseFormat
 from langchain_servingx.batch._loop import run_sync
-from langchain_servingx.batch._plan import QueryPlan, build_plan, pinned_workspace
+from langchain_servingx.batch._plan import QueryPlan
 from langchain_servingx.batch._runner import Outcome
-from langchain_servingx.workspace import ServingWorkspace
+from langchain_servingx.batch._totals import SparkTotals
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
     from pyspark.sql.types import DataType, StructType
 
-__all__ = ["query_spark", "register_ai_query", "result_type"]
+__all__ = ["query_spark", "result_type", "spark_value", "value_type"]
+
+
+def value_type(task: str, fmt: ResponseFormat) -> DataType:
+    """The Spark type of a result: a vector (embeddings), the schema's struct, or text."""
+    from pyspark.sql import types as T  # noqa: N812
+
+    if task == "embeddings":
+        return T.ArrayType(T.FloatType(), containsNull=False)
+    if fmt.structured:
+        return cast("DataType", fmt.shape.spark_type())
+    return T.StringType()
 
 
 def result_type(plan: QueryPlan) -> DataType:
-    """The Spark type of the result column: text, a vector, or the schema's struct."""
-    from pyspark.sql import types as T  # noqa: N812
+    """The Spark type of the plan's result column."""
+    return value_type(plan.task, plan.fmt)
 
-    if plan.task == "embeddings":
-        return T.ArrayType(T.FloatType(), containsNull=False)
-    if plan.fmt.structured:
-        return cast("DataType", plan.fmt.shape.spark_type())
-    return T.StringType()
+
+def spark_value(plan: QueryPlan, value: Any) -> Any:
+    """A row's result in the form of its Spark column."""
+    if value is None or plan.task == "embeddings":
+        return value
+    return plan.fmt.for_spark(value)
 
 
 def added_schema(plan: QueryPlan) -> StructType:
@@ -68,16 +84,22 @@ def query_spark(df: DataFrame, plan: QueryPlan) -> DataFrame:
     schema = T.StructType([*df.schema.fields, *added.fields])
     needed = list(plan.request.columns) if plan.request.columns is not None else None
 
-    def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _run_partition(plan, added, needed, batches)
+    label = repr(plan.caller.endpoint) if plan.caller.endpoint else "a Runnable"
+    totals = SparkTotals.of(df.sparkSession, label)
 
-    return df.mapInArrow(run_partition, schema)
+    def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _run_partition(plan, added, needed, totals, batches)
+
+    out = df.mapInArrow(run_partition, schema)
+    out.ai_query_totals = totals  # type: ignore[attr-defined]
+    return out
 
 
 def _run_partition(
     plan: QueryPlan,
     added: StructType,
     needed: list[str] | None,
+    totals: SparkTotals | None,
     batches: Iterator[pa.RecordBatch],
 ) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
@@ -93,6 +115,8 @@ def _run_partition(
     for batch in batches:
         rows = (batch.select(needed) if needed is not None else batch).to_pylist()
         requests, result = run_sync(local.run_rows(rows, cache=cache))
+        if totals is not None:
+            totals.add(result.stats)
         failure = result.failure()
         if failure is not None:
             row, error = failure
@@ -112,98 +136,7 @@ def _run_partition(
 
 def _column(plan: QueryPlan, name: str, outcomes: list[Outcome]) -> list[Any]:
     if name == plan.columns.result:
-        if plan.task == "embeddings":
-            return [o.value for o in outcomes]
-        return [None if o.value is None else plan.fmt.for_spark(o.value) for o in outcomes]
+        return [spark_value(plan, o.value) for o in outcomes]
     if name == plan.columns.error:
         return [None if o.error is None else format_error(o.error) for o in outcomes]
     return [o.usage for o in outcomes]
-
-
-def register_ai_query(
-    spark: SparkSession,
-    name: str = "ai_query",
-    *,
-    workspace: ServingWorkspace | None = None,
-    fail_on_error: bool = True,
-    max_concurrency: int = 64,
-) -> None:
-    """Register `ai_query(endpoint, request)` as a Spark SQL function.
-
-    `SELECT ai_query('local-chat', 'Can you explain AI in ten words?')` answers text, the
-    endpoint's task coming from the workspace's listing; an embeddings endpoint answers its
-    vector as JSON text (`from_json(..., 'array<float>')` types it). With
-    `fail_on_error=False` the function returns `struct<result, errorMessage>` instead, as
-    SQL's `ai_query(..., failOnError => false)` does. Rows of one Arrow batch that name
-    the same endpoint run concurrently, equal requests once.
-    """
-    import pandas as pd
-    from pyspark.sql.pandas.functions import pandas_udf
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    pinned = pinned_workspace(workspace if workspace is not None else ServingWorkspace())
-    _ = pinned.transport  # a configuration problem shows here, not on an executor
-    plans: dict[str, QueryPlan] = {}
-
-    def plan_for(endpoint: str) -> QueryPlan:
-        plan = plans.get(endpoint)
-        if plan is None:
-            plan = build_plan(
-                endpoint,
-                "request",
-                task=None,
-                model_parameters=None,
-                response_format=None,
-                fail_on_error=fail_on_error,
-                result_column="result",
-                error_column="error",
-                usage_column=None,
-                max_concurrency=max_concurrency,
-                workspace=pinned,
-            ).shared()
-            plans[endpoint] = plan
-        return plan
-
-    def answer(endpoints: pd.Series, requests: pd.Series) -> tuple[list[Any], list[str | None]]:
-        results: list[Any] = [None] * len(requests)
-        errors: list[str | None] = [None] * len(requests)
-        for endpoint in dict.fromkeys(endpoints.dropna()):
-            positions = [i for i, e in enumerate(endpoints) if e == endpoint]
-            plan = plan_for(str(endpoint))
-            sent, result = run_sync(
-                plan.run_rows([{"request": requests.iloc[i]} for i in positions])
-            )
-            failure = result.failure()
-            if failure is not None:
-                row, error = failure
-                raise plan.row_error(error, f"{name}() row", sent[row])
-            for i, outcome in zip(positions, result.outcomes, strict=True):
-                if outcome is None:
-                    continue
-                if outcome.value is not None:
-                    results[i] = plan.fmt.for_spark(outcome.value)
-                if outcome.error is not None:
-                    errors[i] = format_error(outcome.error)
-        return results, errors
-
-    # pandas_udf reads the kind of function from its annotations: one per return type.
-    def strict_udf(endpoints: pd.Series, requests: pd.Series) -> pd.Series:
-        return pd.Series(answer(endpoints, requests)[0], dtype=object)
-
-    def lenient_udf(endpoints: pd.Series, requests: pd.Series) -> pd.DataFrame:
-        results, errors = answer(endpoints, requests)
-        return pd.DataFrame({"result": results, "errorMessage": errors})
-
-    # The annotations above are strings (postponed evaluation); pandas_udf needs the types.
-    strict_udf.__annotations__ = {
-        "endpoints": pd.Series,
-        "requests": pd.Series,
-        "return": pd.Series,
-    }
-    lenient_udf.__annotations__ = {**strict_udf.__annotations__, "return": pd.DataFrame}
-    if fail_on_error:
-        udf = pandas_udf(strict_udf, StringType())  # type: ignore[call-overload,unused-ignore]
-    else:
-        fields = [StructField("result", StringType()), StructField("errorMessage", StringType())]
-        udf = pandas_udf(lenient_udf, StructType(fields))  # type: ignore[call-overload,unused-ignore]
-    spark.udf.register(name, udf)

@@ -217,6 +217,41 @@ def test_embeddings_packed_and_one_bad_text_fails_alone(
     assert sizes.count(1) == 16
 
 
+def test_usage_of_packed_embeddings_is_in_the_totals_only(
+    serving_env: ServingTestServer, closing: Any
+) -> None:
+    install(serving_env)
+    texts = [f"text {i}" for i in range(9)]
+    model = closing(ServingEmbeddings(endpoint="test-embeddings", batch_size=4))
+    out = ai_query(_frame(texts), model, "text", usage_column="usage", progress=False)
+    sizes = [len(b["input"]) for b in bodies(serving_env, EMBEDDINGS)]
+    assert sorted(sizes) == [1, 4, 4]
+    # The wire gives one count per request: a packed request's rows get none (no made-up
+    # split), the request that held one text gives its row the exact count.
+    usage = list(out["usage"])
+    assert sum(u is None for u in usage) == 8
+    (single,) = [u for u in usage if u is not None]
+    assert single == {"input_tokens": 2, "output_tokens": 0, "total_tokens": 2}
+    # The scripted endpoint counts 2 tokens per text: the totals have every request once.
+    assert out.attrs["ai_query"]["input_tokens"] == 2 * len(texts)
+    assert out.attrs["ai_query"]["calls"] == 3
+
+
+def test_usage_of_equal_rows_is_counted_once(serving_env: ServingTestServer) -> None:
+    install(serving_env)
+    out = ai_query(
+        _frame(["aa", "b", "aa"]), "test-chat", "text", usage_column="usage", progress=False
+    )
+    assert list(out["usage"]) == [
+        {"input_tokens": 2, "output_tokens": 2, "total_tokens": 4},
+        {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+        {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},  # answered by row 0's request
+    ]
+    totals = out.attrs["ai_query"]
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        assert totals[key] == sum(u[key] for u in out["usage"])
+
+
 def test_embeddings_task_by_name(serving_env: ServingTestServer) -> None:
     install(serving_env)
     out = ai_query(

@@ -30,8 +30,15 @@ def test_chat_summaries(local_env: str, df: pd.DataFrame) -> None:
     assert list(out["error"]) == [None] * 4
     assert all(isinstance(r, str) and r.strip() for r in out["result"])
     assert out["result"][101] == out["result"][103]  # one request for equal rows
-    assert all(u["output_tokens"] > 0 and u["input_tokens"] > 0 for u in out["usage"])
+    usage = out["usage"]
+    assert all(
+        usage[i]["output_tokens"] > 0 and usage[i]["input_tokens"] > 0 for i in (101, 102, 104)
+    )
+    # Row 103 was answered by row 101's request: it cost nothing, and the rows add up.
+    assert usage[103] == {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
     assert out.attrs["ai_query"]["requests"] == 3
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        assert out.attrs["ai_query"][key] == sum(u[key] for u in usage)
 
 
 def test_completions(local_env: str, df: pd.DataFrame) -> None:
@@ -45,6 +52,22 @@ def test_completions(local_env: str, df: pd.DataFrame) -> None:
     )
     assert all(isinstance(r, str) for r in out["result"])
     assert out["result"][101] == out["result"][103]
+
+
+def test_usage_of_packed_embeddings(local_env: str, df: pd.DataFrame) -> None:
+    with ServingEmbeddings(endpoint="local-embeddings", batch_size=1) as model:
+        one_each = ai_query(df, model, "text", usage_column="usage", progress=False)
+    packed = ai_query(
+        df, "local-embeddings", "text", task="embeddings", usage_column="usage", progress=False
+    )
+    # One text per request: each row's count is the tokenizer's, exact.
+    single = list(one_each["usage"])
+    assert all(u["input_tokens"] > 0 for u in single[:2])
+    # Packed (three unique texts in one request): the endpoint counts the request only, so
+    # no row gets a number, and the totals hold the same tokens as the rows sent one by one.
+    assert list(packed["usage"]) == [None] * 4
+    assert packed.attrs["ai_query"]["calls"] == 1
+    assert packed.attrs["ai_query"]["input_tokens"] == sum(u["input_tokens"] for u in single)
 
 
 def test_embeddings_match_serving_embeddings(local_env: str, df: pd.DataFrame) -> None:

@@ -6,7 +6,6 @@ endpoint and one Spark session for the run.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -80,7 +79,51 @@ def test_structured_output_on_spark(local_env: str, spark: Any) -> None:
 def test_sql_on_spark(local_env: str, spark: Any) -> None:
     register_ai_query(spark, workspace=ServingWorkspace())
     answer = spark.sql("SELECT ai_query('local-chat', 'Can you explain AI in ten words?') AS a")
+    assert answer.schema["a"].dataType == T.StringType()
     assert isinstance(answer.collect()[0].a, str)
+    # The seed's embeddings query, typed like SQL's ai_query: array<float>.
+    totals = register_ai_query(spark, task="embeddings")
     spark.createDataFrame([(t,) for t in TEXTS[:2]], "text string").createOrReplaceTempView("t")
-    vectors = spark.sql("SELECT ai_query('local-embeddings', text) AS v FROM t").collect()
-    assert all(len(json.loads(r.v)) == 384 for r in vectors)
+    vectors = spark.sql("SELECT ai_query('local-embeddings', text) AS v FROM t")
+    assert vectors.schema["v"].dataType == T.ArrayType(T.FloatType(), containsNull=False)
+    assert all(len(r.v) == 384 for r in vectors.collect())
+    assert totals is not None
+    assert totals.value["rows"] == 2
+    assert totals.value["input_tokens"] > 0
+
+
+def test_sql_structured_output_on_spark(local_env: str, spark: Any) -> None:
+    register_ai_query(
+        spark,
+        "ai_city",
+        response_format=City,
+        model_parameters={"max_tokens": 48, "temperature": 0},
+    )
+    spark.createDataFrame([("Paris",)], "place string").createOrReplaceTempView("places")
+    assert CITY_PROMPT.endswith(": {place}")  # the same prompt, written in SQL
+    answer = spark.sql(
+        "SELECT ai_city('local-chat', "
+        "concat('Give the city and its country as JSON for: ', place)) AS c FROM places"
+    )
+    assert answer.schema["c"].dataType == T.StructType(
+        [T.StructField("city", T.StringType()), T.StructField("country", T.StringType())]
+    )
+    (row,) = answer.collect()
+    assert isinstance(row.c.city, str)
+    assert isinstance(row.c.country, str)
+
+
+def test_totals_on_spark(local_env: str, texts: Any) -> None:
+    out = ai_query(
+        texts,
+        "local-chat",
+        SUMMARY_PROMPT,
+        model_parameters={"max_tokens": 16, "temperature": 0},
+        usage_column="usage",
+    )
+    rows = out.collect()
+    totals = out.ai_query_totals.value
+    assert totals["rows"] == len(TEXTS)
+    assert totals["requests"] in (3, 4)  # equal rows in one partition are sent once
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        assert totals[key] == sum(r.usage[key] for r in rows) > 0
