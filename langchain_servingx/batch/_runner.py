@@ -1,10 +1,12 @@
-"""The async runner of one partition: dedup, packing, adaptive concurrency, per-row outcomes.
+"""The runner of one partition: dedup, packing, adaptive concurrency, per-row outcomes.
 
 Requests that are equal are sent once and their answer is given to every row that asked.
 Calls run concurrently up to the limiter's current limit; a 429 releases its slot, cuts the
 limit and puts the call back after a backoff (`Retry-After` honoured), so a rate-limited
 endpoint costs time, not rows. A packed call (embeddings) that fails on its input is split
-and retried one request at a time, so one bad text fails only its own row.
+and retried one request at a time, so one bad text fails only its own row. The calls are
+made by worker threads that each take their next call as they finish one; the event loop
+only waits for the whole run.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import asyncio
 import heapq
 import itertools
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,71 +174,133 @@ async def run_requests(
         _Work(list(range(start, min(start + pack, len(unique)))))
         for start in range(0, len(unique), pack)
     )
-    delayed: list[tuple[float, int, _Work]] = []
-    order = itertools.count()
-    running: dict[asyncio.Future[Answer], _Work] = {}
-    threads: list[Future[Answer]] = []
+    schedule = _Schedule(ready, limiter, stats, settle, lambda: fail_fast and bool(first_error))
+
+    def worker() -> None:
+        try:
+            work = schedule.next(None, None)
+            while work is not None:
+                try:
+                    outcome: Answer | Exception = caller.call([unique[k] for k in work.keys])
+                except Exception as error:
+                    outcome = error
+                work = schedule.next(work, outcome)
+        except BaseException:
+            schedule.stop()  # a fault of ours (say, in a progress callback): everyone stops
+            raise
+
+    # Each worker takes its next call itself as it finishes one (under the schedule's lock),
+    # so no thread hands work to another per row: on a small machine those hand-offs cost
+    # more CPU than the request itself.
+    workers = [executor.submit(worker) for _ in range(max(1, min(limiter.maximum, len(ready))))]
+    everyone = asyncio.gather(*(asyncio.wrap_future(w) for w in workers), return_exceptions=True)
     try:
-        while ready or delayed or running:
-            if fail_fast and first_error:
-                break
-            now = time.monotonic()
-            while delayed and delayed[0][0] <= now:
-                ready.appendleft(heapq.heappop(delayed)[2])
-            while ready and len(running) < limiter.limit and not limiter.paused_for():
-                work = ready.popleft()
-                work.generation = limiter.generation
-                call = executor.submit(caller.call, [unique[k] for k in work.keys])
-                threads.append(call)
-                task = asyncio.wrap_future(call)
-                running[task] = work
-                stats.calls += 1
-            waits = [delayed[0][0] - now] if delayed else []
-            if ready and limiter.paused_for():
-                waits.append(limiter.paused_for())
-            if not running:
-                await asyncio.sleep(max(0.0, min(waits, default=0.0)))
-                continue
-            done, _ = await asyncio.wait(
-                running,
-                timeout=max(0.001, min(waits)) if waits else None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            for task in done:
-                work = running.pop(task)
-                error = task.exception()
-                if error is None:
-                    limiter.on_success()
-                    answer = task.result()
-                    # A packed call's usage covers all its texts and the wire gives no
-                    # per-text counts: its rows get none, the totals get it once.
-                    usage = answer.usage if len(work.keys) == 1 else None
-                    for key, value in zip(work.keys, answer.values, strict=True):
-                        settle(key, Outcome(value, None, usage))
-                    _add_usage(stats, answer.usage)
-                elif is_rate_limited(error):
-                    stats.rate_limited += 1
-                    retry_after = getattr(error, "retry_after", None)
-                    limiter.on_rate_limited(work.generation, len(running), retry_after)
-                    delay = RATE_LIMIT_RETRY.delay(work.attempts, error)  # type: ignore[arg-type]
-                    if delay is None:
-                        for key in work.keys:
-                            settle(key, Outcome(None, error))
-                        continue
-                    work.attempts += 1
-                    heapq.heappush(delayed, (time.monotonic() + delay, next(order), work))
-                elif len(work.keys) > 1 and is_per_item(error):
-                    ready.extendleft(_Work([k]) for k in reversed(work.keys))
-                else:
-                    for key in work.keys:
-                        settle(key, Outcome(None, error))
-    finally:
-        # After a fail-fast stop (or a cancel): drop the calls not started, and wait for those
-        # in flight, so that no request of this run is still on the wire when it returns.
-        in_flight = [call for call in threads if not call.cancel() and not call.done()]
-        if in_flight:
-            await asyncio.get_running_loop().run_in_executor(None, wait, in_flight)
+        ended = await asyncio.shield(everyone)
+    except asyncio.CancelledError:
+        # Cancelled: start nothing more, and return only once no request is on the wire.
+        schedule.stop()
+        await everyone
+        raise
+    for end in ended:
+        if isinstance(end, BaseException):
+            raise end
     return RunResult(outcomes, stats, first_error[0] if first_error and fail_fast else None)
+
+
+class _Schedule:
+    """The calls of one run: what may start now, and what each answer or failure does.
+
+    Shared by the worker threads; every method runs under one condition lock.
+    """
+
+    def __init__(
+        self,
+        ready: deque[_Work],
+        limiter: AdaptiveLimiter,
+        stats: RunStats,
+        settle: Callable[[int, Outcome], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.ready = ready
+        self.delayed: list[tuple[float, int, _Work]] = []
+        self.order = itertools.count()
+        self.running = 0
+        self.limiter = limiter
+        self.stats = stats
+        self.settle = settle
+        self.stopping = stopping
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def next(self, done: _Work | None, outcome: Answer | Exception | None) -> _Work | None:
+        """Take `done`'s outcome (if any), then the next call to make (None: no more)."""
+        with self.cond:
+            if done is not None:
+                self.running -= 1
+                self._take(done, outcome)
+                if self.stopping():
+                    self.stopped = True
+                if self.stopped or self._finished():
+                    self.cond.notify_all()  # every waiting worker has to go home
+                else:
+                    self._wake_others()
+            while True:
+                if self.stopped or self._finished():
+                    return None
+                now = time.monotonic()
+                while self.delayed and self.delayed[0][0] <= now:
+                    self.ready.appendleft(heapq.heappop(self.delayed)[2])
+                paused = self.limiter.paused_for()
+                if self.ready and self.running < self.limiter.limit and not paused:
+                    work = self.ready.popleft()
+                    work.generation = self.limiter.generation
+                    self.running += 1
+                    self.stats.calls += 1
+                    return work
+                waits = [self.delayed[0][0] - now] if self.delayed else []
+                if self.ready and paused:
+                    waits.append(paused)
+                self.cond.wait(max(0.001, min(waits)) if waits else None)
+
+    def _finished(self) -> bool:
+        return not (self.ready or self.delayed or self.running)
+
+    def _wake_others(self) -> None:
+        """Wake as many waiting workers as there are calls that may start now."""
+        startable = min(len(self.ready), self.limiter.limit - self.running) - 1  # this one
+        if startable > 0:
+            self.cond.notify(startable)
+
+    def _take(self, work: _Work, outcome: Answer | Exception | None) -> None:
+        if isinstance(outcome, Answer):
+            self.limiter.on_success()
+            # A packed call's usage covers all its texts and the wire gives no per-text
+            # counts: its rows get none, the totals get it once.
+            usage = outcome.usage if len(work.keys) == 1 else None
+            for key, value in zip(work.keys, outcome.values, strict=True):
+                self.settle(key, Outcome(value, None, usage))
+            _add_usage(self.stats, outcome.usage)
+        elif outcome is not None and is_rate_limited(outcome):
+            self.stats.rate_limited += 1
+            retry_after = getattr(outcome, "retry_after", None)
+            self.limiter.on_rate_limited(work.generation, self.running, retry_after)
+            delay = RATE_LIMIT_RETRY.delay(work.attempts, outcome)  # type: ignore[arg-type]
+            if delay is None:
+                for key in work.keys:
+                    self.settle(key, Outcome(None, outcome))
+                return
+            work.attempts += 1
+            heapq.heappush(self.delayed, (time.monotonic() + delay, next(self.order), work))
+        elif len(work.keys) > 1 and outcome is not None and is_per_item(outcome):
+            self.ready.extendleft(_Work([k]) for k in reversed(work.keys))
+        else:
+            for key in work.keys:
+                self.settle(key, Outcome(None, outcome))
 
 
 def _answered_elsewhere(outcome: Outcome) -> Outcome:
