@@ -204,6 +204,27 @@ def test_matcher_compares_tool_call_ids_by_position_only() -> None:
     )
 
 
+def _responses_history(call_id: str, answered_id: str) -> dict[str, object]:
+    return {
+        "input": [
+            {"role": "user", "content": "What is 1 + 2"},
+            {"type": "function_call", "id": "fc_1", "call_id": call_id, "name": "add"},
+            {"type": "function_call_output", "call_id": answered_id, "output": "3"},
+        ],
+    }
+
+
+def test_matcher_compares_responses_call_ids_by_position_only() -> None:
+    recorded = _chat_request(_responses_history("call_1f0e", "call_1f0e"))
+    match_json_body(_chat_request(_responses_history("3b9c-uuid", "3b9c-uuid")), recorded)
+    with pytest.raises(AssertionError):  # the output answers another call
+        match_json_body(_chat_request(_responses_history("3b9c-uuid", "other")), recorded)
+    changed = _responses_history("call_1f0e", "call_1f0e")
+    changed["input"][1]["id"] = "fc_2"  # type: ignore[index]  # item ids still count
+    with pytest.raises(AssertionError):
+        match_json_body(_chat_request(changed), recorded)
+
+
 def test_replay_fails_loudly_on_a_request_the_cassette_does_not_hold(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

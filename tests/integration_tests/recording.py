@@ -89,9 +89,11 @@ def _with_positional_tool_call_ids(body: Any) -> Any:
     Tool-call ids are opaque correlation keys, and LangChain makes some of them up with
     `uuid4()` on every run (`tool_example_to_messages`, for one). What must match is which
     tool result answers which call, not the random value: `call-0` stays `call-0` in both
-    the assistant's `tool_calls` and the tool message's `tool_call_id`.
+    the assistant's `tool_calls` and the tool message's `tool_call_id` (chat and ChatAgent
+    `messages`), or in a `function_call` item's and its `function_call_output`'s `call_id`
+    (Responses `input`).
     """
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+    if not isinstance(body, dict):
         return body
     ids: dict[str, str] = {}
 
@@ -100,19 +102,33 @@ def _with_positional_tool_call_ids(body: Any) -> Any:
             return value
         return ids.setdefault(value, f"call-{len(ids)}")
 
-    messages = []
-    for message in body["messages"]:
-        if isinstance(message, dict):
-            message = dict(message)
-            if isinstance(message.get("tool_calls"), list):
-                message["tool_calls"] = [
-                    {**call, "id": positional(call.get("id"))} if isinstance(call, dict) else call
-                    for call in message["tool_calls"]
-                ]
-            if "tool_call_id" in message:
-                message["tool_call_id"] = positional(message["tool_call_id"])
-        messages.append(message)
-    return {**body, "messages": messages}
+    if isinstance(body.get("messages"), list):
+        messages = []
+        for message in body["messages"]:
+            if isinstance(message, dict):
+                message = dict(message)
+                if isinstance(message.get("tool_calls"), list):
+                    message["tool_calls"] = [
+                        {**call, "id": positional(call.get("id"))}
+                        if isinstance(call, dict)
+                        else call
+                        for call in message["tool_calls"]
+                    ]
+                if "tool_call_id" in message:
+                    message["tool_call_id"] = positional(message["tool_call_id"])
+            messages.append(message)
+        body = {**body, "messages": messages}
+    if isinstance(body.get("input"), list):
+        body = {
+            **body,
+            "input": [
+                {**item, "call_id": positional(item["call_id"])}
+                if isinstance(item, dict) and "call_id" in item
+                else item
+                for item in body["input"]
+            ],
+        }
+    return body
 
 
 def match_json_body(r1: VcrRequest, r2: VcrRequest) -> None:

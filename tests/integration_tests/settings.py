@@ -19,18 +19,23 @@ ENDPOINT_VARS = {
     "chat": "SERVINGX_IT_CHAT_ENDPOINT",
     "embeddings": "SERVINGX_IT_EMBEDDINGS_ENDPOINT",
     "completions": "SERVINGX_IT_COMPLETIONS_ENDPOINT",
+    "agent": "SERVINGX_IT_AGENT_ENDPOINT",
+    "chat_agent": "SERVINGX_IT_CHAT_AGENT_ENDPOINT",
 }
 _LOCAL_ENDPOINTS = {
     "chat": "local-chat",
     "embeddings": "local-embeddings",
     "completions": "local-completions",
+    "agent": "local-agent",
+    "chat_agent": "local-chat-agent",
 }
 ENDPOINTS = {
     kind: os.environ.get(var) or ("" if MODE == "workspace" else _LOCAL_ENDPOINTS[kind])
     for kind, var in ENDPOINT_VARS.items()
 }
 """The endpoint of each task. Cassettes were recorded with the local names: overriding
-them only makes sense live."""
+them only makes sense live. `agent` is an `agent/v1/responses` endpoint and `chat_agent` an
+`agent/v2/chat` one, each answering arithmetic with a tool step, as the local agents do."""
 
 OVERRIDE_CHAT_VAR = "SERVINGX_IT_CHAT_OVERRIDE_ENDPOINT"
 LOCAL_OVERRIDE_CHAT = "local-chat-alt"
@@ -80,3 +85,14 @@ CHAT_PARAMS: dict[str, Any] = {
     "timeout": 120,
 }
 """ChatServing's parameters in every suite."""
+
+
+AGENT_PARAMS: dict[str, Any] = {
+    "endpoint": ENDPOINTS["agent"],
+    # api="auto" (the default): the listing picks the protocol, and is recorded too.
+    "temperature": 0,
+    "max_tokens": 128,
+    # An agent's turn is two or three generations (tools, then the answer).
+    "timeout": 300,
+}
+"""ChatServing's parameters on the agent endpoint."""

@@ -1,5 +1,6 @@
-"""The local agents: their tools, their wire formats (checked with MLflow's types) and
-ChatServing driving them live, alone and as the model of a LangChain agent."""
+"""The local agents' tools, and their wire formats checked with MLflow's types on the raw
+server. ChatServing driving them is in tests/integration_tests/test_agents.py (replayed in
+`make test`, live in `make test-local`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
-from langchain_core.tools import tool
 from mlflow.types.agent import ChatAgentChunk, ChatAgentResponse
 from mlflow.types.responses import ResponsesAgentResponse, ResponsesAgentStreamEvent
 
-from langchain_servingx import ChatServing
 from langchain_servingx.local.agents import calculate, clock
 from tests.local.conftest import LOCAL_TOKEN
 
@@ -141,101 +139,3 @@ def test_listing_names_the_agent_tasks(host: str) -> None:
     tasks = {e["name"]: e["task"] for e in listing["endpoints"]}
     assert tasks["local-agent"] == "agent/v1/responses"
     assert tasks["local-chat-agent"] == "agent/v2/chat"
-
-
-# ------------------------------------------------------------------------------------------
-# ChatServing on the agents
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def agent(local_env: str) -> ChatServing:
-    return ChatServing(endpoint="local-agent", api="responses")
-
-
-def assert_calculated(message: AIMessage) -> None:
-    kinds = [b["type"] for b in message.content_blocks]
-    assert kinds[:2] == ["server_tool_call", "server_tool_result"], kinds
-    call, result = message.content_blocks[0], message.content_blocks[1]
-    assert call["name"] == "calculator"
-    assert "17" in call["args"]["expression"]
-    assert result["output"] == "391"
-    assert kinds[-1] == "text"
-    assert message.text
-    assert message.tool_calls == []
-    assert message.usage_metadata is not None
-    assert message.usage_metadata["input_tokens"] > 0
-
-
-def test_done_when(agent: ChatServing) -> None:
-    """`ChatServing(endpoint="local-agent").invoke(...)`: the answer, its tool steps visible."""
-    message = agent.invoke(QUESTION)
-    assert_calculated(message)
-    assert "391" in message.text
-    assert message.response_metadata["custom_outputs"] == {"tools_used": ["calculator"]}
-
-
-def test_stream_shows_each_step(agent: ChatServing) -> None:
-    chunks = list(agent.stream(QUESTION))
-    firsts = [c.content_blocks[0]["type"] for c in chunks if c.content_blocks]
-    assert firsts[0] == "server_tool_call"  # the step shows before the answer streams
-    assert firsts.count("text") > 1  # the answer streams token by token
-    total = chunks[0]
-    for chunk in chunks[1:]:
-        total += chunk
-    assert isinstance(total, AIMessageChunk)
-    assert_calculated(total)
-
-
-async def test_async(agent: ChatServing) -> None:
-    assert_calculated(await agent.ainvoke(QUESTION))
-    total = None
-    async for chunk in agent.astream(QUESTION):
-        total = chunk if total is None else total + chunk
-    assert isinstance(total, AIMessageChunk)
-    assert_calculated(total)
-
-
-def test_multi_turn(agent: ChatServing) -> None:
-    first = agent.invoke(QUESTION)
-    second = agent.invoke([HumanMessage(QUESTION), first, HumanMessage("What is 391 + 9?")])
-    calls = [b for b in second.content_blocks if b["type"] == "server_tool_call"]
-    results = [b for b in second.content_blocks if b["type"] == "server_tool_result"]
-    assert calls
-    assert calls[0]["name"] == "calculator"
-    assert results[0]["output"] == "400"
-
-
-def test_custom_inputs_come_back(agent: ChatServing) -> None:
-    message = agent.invoke(QUESTION, custom_inputs={"tier": "gold"}, context={"user_id": "u1"})
-    assert message.response_metadata["custom_outputs"] == {
-        "tools_used": ["calculator"],
-        "custom_inputs": {"tier": "gold"},
-        "context": {"user_id": "u1"},
-    }
-
-
-def test_chat_agent_endpoint(local_env: str) -> None:
-    message = ChatServing(endpoint="local-chat-agent", api="chat_agent").invoke(QUESTION)
-    assert_calculated(message)
-
-
-@tool
-def get_weather(city: str) -> str:
-    """Get the current weather in a city."""
-    return f"18C and sunny in {city}"
-
-
-def test_agent_endpoint_as_the_model_of_create_agent(agent: ChatServing) -> None:
-    from langchain.agents import create_agent
-
-    graph = create_agent(agent, [get_weather])
-    state = graph.invoke(
-        {"messages": [HumanMessage("Use get_weather: what is the weather in Paris?")]}
-    )
-    messages = state["messages"]
-    tool_results = [m for m in messages if m.type == "tool"]
-    assert tool_results, [m.type for m in messages]
-    assert "18C and sunny" in str(tool_results[0].content)
-    assert isinstance(messages[-1], AIMessage)
-    assert messages[-1].text
