@@ -66,7 +66,7 @@ class DirectBatch:
         ):
             return False
         manager = CallbackManager.configure(None, model.callbacks, model.verbose)
-        if manager.handlers or manager.inheritable_handlers:
+        if manager.handlers or manager.inheritable_handlers or _context_hook_set():
             return False  # a tracer from the environment, a global handler, model callbacks
         return all(_plain(i) for i in inputs)
 
@@ -89,6 +89,19 @@ class DirectBatch:
     async def _aone(self, model_input: LanguageModelInput) -> AIMessage:
         messages = _messages(self.model, model_input)
         return _finish(await self.model._agenerate(messages, stop=self.stop, **self.kwargs))
+
+
+def _context_hook_set() -> bool:
+    """A handler registered in a context variable (`collect_runs()`, tracing contexts).
+
+    Read directly: some langchain-core versions add these only to managers that already
+    have callbacks, so `configure(None, ...)` alone would miss them.
+    """
+    try:
+        from langchain_core.tracers.context import _configure_hooks
+    except ImportError:  # pragma: no cover - a core without hooks: nothing to find
+        return False
+    return any(hook[0].get() is not None for hook in _configure_hooks)
 
 
 def _no_cache(model: BaseChatModel) -> bool:

@@ -6,6 +6,7 @@ model) against the scripted endpoint, or shows that whatever listens still sees 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,7 @@ from langchain_core.globals import set_llm_cache
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.rate_limiters import InMemoryRateLimiter
-from langchain_core.tracers.context import collect_runs
+from langchain_core.tracers.context import register_configure_hook
 from pydantic import BaseModel
 
 from langchain_servingx import ChatServing, ServingInvalidRequestError
@@ -160,13 +161,21 @@ def test_callbacks_in_the_config_or_on_the_model_see_every_call(llm: ChatServing
     assert len(set(on_model.runs)) == 3
 
 
-def test_a_tracer_from_the_context_sees_every_call(llm: ChatServing) -> None:
-    with collect_runs() as collector:
-        llm.batch(["a", "b"])
-    assert sorted(run.outputs["generations"][0][0]["text"] for run in collector.traced_runs) == [
-        "A",
-        "B",
-    ]
+_CONTEXT_HANDLER: ContextVar[_Starts | None] = ContextVar("servingx_test_handler", default=None)
+register_configure_hook(_CONTEXT_HANDLER, inheritable=True)
+
+
+def test_a_handler_from_the_context_sees_every_call(llm: ChatServing) -> None:
+    """A handler set in a context variable (as `collect_runs()` and tracers are)."""
+    handler = _Starts()
+    token = _CONTEXT_HANDLER.set(handler)
+    try:
+        assert not DirectBatch(llm, {}).applies(["a"], [{}])
+        assert [m.content for m in llm.batch(["a", "b"])] == ["A", "B"]
+    finally:
+        _CONTEXT_HANDLER.reset(token)
+    assert len(set(handler.runs)) == 2
+    assert DirectBatch(llm, {}).applies(["a"], [{}])
 
 
 def test_a_cache_is_used(llm: ChatServing, serving_env: ServingTestServer) -> None:
