@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManager
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import LanguageModelInput
@@ -105,9 +104,7 @@ def _context_hook_set() -> bool:
 
 
 def _no_cache(model: BaseChatModel) -> bool:
-    if model.cache is False:
-        return True
-    return not isinstance(model.cache, BaseCache) and model.cache is None and not get_llm_cache()
+    return model.cache is False or (model.cache is None and get_llm_cache() is None)
 
 
 def _plain(model_input: LanguageModelInput) -> bool:
