@@ -91,7 +91,7 @@ def query_spark(df: DataFrame, plan: QueryPlan) -> DataFrame:
         return _run_partition(plan, added, needed, totals, batches)
 
     out = df.mapInArrow(run_partition, schema)
-    out.ai_query_totals = totals  # type: ignore[attr-defined]
+    out.ai_query_totals = totals  # type: ignore[attr-defined,unused-ignore]
     return out
 
 

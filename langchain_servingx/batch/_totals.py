@@ -26,7 +26,7 @@ logger = logging.getLogger("langchain_servingx.batch")
 Counts = dict[str, int]
 
 
-class _CountsParam(AccumulatorParam[Counts]):
+class _CountsParam(AccumulatorParam[Counts]):  # type: ignore[misc,unused-ignore]
     """Adds dicts of counts key by key."""
 
     def zero(self, value: Counts) -> Counts:
