@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.callbacks import CallbackManager
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import RunnableConfig
 
@@ -117,6 +117,8 @@ def _plain(model_input: LanguageModelInput) -> bool:
 
 
 def _messages(model: BaseChatModel, model_input: LanguageModelInput) -> list[BaseMessage]:
+    if isinstance(model_input, str):  # what core's StringPromptValue would give, made directly
+        return [HumanMessage(content=model_input)]
     return model._convert_input(model_input).to_messages()
 
 

@@ -340,7 +340,10 @@ def usage_from_wire(usage: Any, path: str = "usage") -> UsageMetadata | None:
         return None
 
     def count(key: str, source: Mapping[str, Any] = usage, where: str = path) -> int | None:
-        return token_count(source.get(key), f"{where}.{key}")
+        value = source.get(key)
+        if value is None or (type(value) is int and value >= 0):
+            return value  # the usual case, checked without building the path
+        return token_count(value, f"{where}.{key}")
 
     prompt = count("prompt_tokens") or 0
     completion = count("completion_tokens") or 0

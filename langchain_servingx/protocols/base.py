@@ -70,14 +70,16 @@ class WireProtocol(ABC):
 
 
 def protocol_for(api: ApiName) -> WireProtocol:
-    """The protocol object for `api` (stateless, shared)."""
-    from langchain_servingx.protocols.chat import CHAT_PROTOCOL
-    from langchain_servingx.protocols.chat_agent import CHAT_AGENT_PROTOCOL
-    from langchain_servingx.protocols.responses import RESPONSES_PROTOCOL
+    """The protocol object for `api` (stateless, shared; looked up on every call)."""
+    if not _PROTOCOLS:  # filled on first use: the protocol modules import this one
+        from langchain_servingx.protocols.chat import CHAT_PROTOCOL
+        from langchain_servingx.protocols.chat_agent import CHAT_AGENT_PROTOCOL
+        from langchain_servingx.protocols.responses import RESPONSES_PROTOCOL
 
-    protocols: dict[str, WireProtocol] = {
-        "chat": CHAT_PROTOCOL,
-        "responses": RESPONSES_PROTOCOL,
-        "chat_agent": CHAT_AGENT_PROTOCOL,
-    }
-    return protocols[api]
+        _PROTOCOLS.update(
+            chat=CHAT_PROTOCOL, responses=RESPONSES_PROTOCOL, chat_agent=CHAT_AGENT_PROTOCOL
+        )
+    return _PROTOCOLS[api]
+
+
+_PROTOCOLS: dict[str, WireProtocol] = {}
