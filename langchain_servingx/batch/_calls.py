@@ -16,7 +16,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.runnables import Runnable
@@ -29,6 +29,7 @@ from langchain_servingx.batch._formats import ResponseFormat
 from langchain_servingx.chat_models import ChatServing
 from langchain_servingx.embeddings import ServingEmbeddings, _Batch
 from langchain_servingx.llms import ServingLLM
+from langchain_servingx.protocols.base import WireProtocol
 
 __all__ = ["Answer", "Caller", "Usage", "caller_for", "format_error"]
 
@@ -55,6 +56,11 @@ class Caller(ABC):
     model: Any = None
     """The object holding the connection (shared per executor process on Spark)."""
 
+    @property
+    def limit_key(self) -> str | None:
+        """What shares a learned concurrency: one endpoint at one address (None: nothing)."""
+        return None
+
     @abstractmethod
     def call(self, requests: Sequence[Any]) -> Answer:
         """Send `requests` in one call; raise if the call as a whole fails."""
@@ -76,6 +82,14 @@ class _ServingCaller(Caller):
     def with_model(self, model: Any) -> Caller:
         return type(self)(model, self.params, self.fmt)
 
+    @property
+    def limit_key(self) -> str | None:
+        try:
+            root = self.model.transport.address.root
+        except ServingError:
+            return None  # not configured: every row will say so; nothing to learn
+        return f"{root} {self.model.endpoint}"
+
     def _send(self, task: contract.Task, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         transport = self.model.transport
         # 429s come back at once, so that the runner paces the whole partition.
@@ -95,12 +109,23 @@ class ChatCaller(_ServingCaller):
         super().__init__(model, params, fmt)
         if fmt.wire is not None:
             self.params.setdefault("response_format", fmt.wire)
+        self._resolved: tuple[str, dict[str, Any], bool, WireProtocol] | None = None
+
+    def _resolve(self) -> tuple[str, dict[str, Any], bool, WireProtocol]:
+        """The endpoint, parameters and protocol of every row: the same for the whole run."""
+        resolved = self._resolved
+        if resolved is None:
+            endpoint, params, usage = self.model._params(None, dict(self.params))
+            resolved = self._resolved = (endpoint, params, usage, self.model._protocol(endpoint))
+        return resolved
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_resolved": None}  # resolved again where it runs
 
     def call(self, requests: Sequence[Any]) -> Answer:
         (request,) = requests
         messages = _messages(request)
-        endpoint, params, usage = self.model._params(None, dict(self.params))
-        protocol = self.model._protocol(endpoint)
+        endpoint, params, usage, protocol = self._resolve()
         body = protocol.body(messages, params, endpoint=endpoint, stream=False, stream_usage=usage)
         reply = self._send(protocol.route, endpoint, body)
         message = protocol.result(reply, endpoint).generations[0].message
@@ -188,7 +213,7 @@ def format_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def is_rate_limited(error: BaseException) -> bool:
+def is_rate_limited(error: BaseException) -> TypeGuard[ServingError]:
     """Whether `error` is a 429 (the runner backs off and retries the row)."""
     return isinstance(error, ServingError) and error.status_code == 429
 

@@ -1,21 +1,28 @@
 """Adaptive concurrency: drive a rate-limited endpoint near its limit without failing rows.
 
 Additive increase, multiplicative decrease (TCP's congestion control, applied to requests
-in flight). The limit starts small and doubles every round trip ("slow start") until the
-first 429; each 429 then cuts it to 90 % of what was in flight, once per round of requests
-(429s from requests launched before the last cut say nothing new), and every answered
-request grows it by 1/limit, i.e. by one per round trip. A `Retry-After` pauses new
-requests until it has passed.
+in flight). The limit starts small and grows by half of every answered request until the
+first 429 ("slow start": x1.5 per round trip, so it overshoots the endpoint's limit by at
+most half, and opens at most that many connections); each 429 then cuts it to 95 % of what
+was in flight, once per round of requests (429s from requests launched before the last cut
+say nothing new), and every answered request grows it by 1/limit, i.e. by one per round
+trip. A `Retry-After` pauses new requests until it has passed.
+
+What a run learned is kept per endpoint for the process (`LEARNED`): the next run over the
+same endpoint (a notebook's next `ai_query`, an executor's next query) starts where the
+last one ended instead of ramping up from 8 again.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
-__all__ = ["AdaptiveLimiter"]
+__all__ = ["LEARNED", "AdaptiveLimiter", "LearnedLimits"]
 
 _INITIAL = 8
-_DECREASE = 0.9
+_SLOW_START_STEP = 0.5
+_DECREASE = 0.95
 
 
 class AdaptiveLimiter:
@@ -43,7 +50,7 @@ class AdaptiveLimiter:
 
     def on_success(self) -> None:
         """An answer came back: grow (fast before the first 429, slowly after)."""
-        step = 1.0 if self.slow_start else 1.0 / self._limit
+        step = _SLOW_START_STEP if self.slow_start else 1.0 / self._limit
         self._limit = min(float(self.maximum), self._limit + step)
 
     def on_rate_limited(
@@ -57,3 +64,44 @@ class AdaptiveLimiter:
         self.slow_start = False
         self._limit = max(1.0, min(self._limit, in_flight + 1) * _DECREASE)
         self.generation += 1
+
+    def state(self) -> tuple[float, bool]:
+        """The limit and whether slow start is still on: what a next run resumes from."""
+        return self._limit, self.slow_start
+
+    def resume(self, state: tuple[float, bool]) -> None:
+        """Start from another run's `state()` (kept below this limiter's maximum)."""
+        limit, self.slow_start = state
+        self._limit = min(float(self.maximum), max(1.0, limit))
+
+
+class LearnedLimits:
+    """The concurrency each endpoint's last run ended at, per process (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._learned: dict[str, tuple[float, bool]] = {}
+
+    def limiter(self, key: str | None, maximum: int) -> AdaptiveLimiter:
+        """A limiter for a run over `key`'s endpoint (None: nothing shared, start fresh)."""
+        limiter = AdaptiveLimiter(maximum)
+        if key is not None:
+            with self._lock:
+                state = self._learned.get(key)
+            if state is not None:
+                limiter.resume(state)
+        return limiter
+
+    def remember(self, key: str | None, limiter: AdaptiveLimiter) -> None:
+        """Keep where `limiter` ended, for the next run over `key`'s endpoint."""
+        if key is not None:
+            with self._lock:
+                self._learned[key] = limiter.state()
+
+    def clear(self) -> None:
+        """Forget every endpoint."""
+        with self._lock:
+            self._learned.clear()
+
+
+LEARNED = LearnedLimits()

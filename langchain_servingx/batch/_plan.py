@@ -26,7 +26,7 @@ from langchain_servingx._config import ClientCredentials
 from langchain_servingx._errors import ServingError
 from langchain_servingx.batch._calls import Caller, caller_for, format_error
 from langchain_servingx.batch._formats import ResponseFormat
-from langchain_servingx.batch._limiter import AdaptiveLimiter
+from langchain_servingx.batch._limiter import LEARNED, AdaptiveLimiter
 from langchain_servingx.batch._requests import RequestSpec
 from langchain_servingx.batch._runner import Outcome, RunResult, RunStats, run_requests
 from langchain_servingx.chat_models import ChatServing
@@ -126,7 +126,7 @@ class QueryPlan:
             outcomes[first] = failed[first]
             return requests, RunResult(outcomes, RunStats(rows=len(rows)), first)
         if self.limiter is None:
-            self.limiter = AdaptiveLimiter(self.max_concurrency)
+            self.limiter = LEARNED.limiter(self.caller.limit_key, self.max_concurrency)
         if self.executor is None:
             self.executor = _pool(self.max_concurrency)
         result = await run_requests(
@@ -138,6 +138,7 @@ class QueryPlan:
             cache=cache,
             on_rows_done=on_rows_done,
         )
+        LEARNED.remember(self.caller.limit_key, self.limiter)
         for position, outcome in failed.items():
             result.outcomes[position] = outcome
         result.stats.errors += len(failed)
@@ -175,7 +176,8 @@ class QueryPlan:
         with _SHARED_LOCK:
             limiter = _LIMITERS.get(self.key)
             if limiter is None:
-                limiter = _LIMITERS[self.key] = AdaptiveLimiter(self.max_concurrency)
+                limiter = LEARNED.limiter(caller.limit_key, self.max_concurrency)
+                _LIMITERS[self.key] = limiter
             executor = _EXECUTORS.get(self.max_concurrency)
             if executor is None:
                 executor = _EXECUTORS[self.max_concurrency] = _pool(self.max_concurrency)

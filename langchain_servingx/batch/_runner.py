@@ -29,8 +29,10 @@ from langchain_servingx.batch._limiter import AdaptiveLimiter
 
 __all__ = ["Outcome", "RunStats", "run_requests"]
 
-RATE_LIMIT_RETRY = RetryPolicy(max_retries=12, initial_delay=0.25, max_delay=8.0)
-"""Backoff between tries of a call that got 429s; the 13th 429 fails its rows."""
+RATE_LIMIT_RETRY = RetryPolicy(max_retries=12, initial_delay=0.05, max_delay=8.0, budget=120.0)
+"""Backoff between tries of a call that got 429s: about one round trip of a fast endpoint at
+first (the limiter has already cut the concurrency that caused it), doubling to 8 s; the
+call's rows fail once its 429s have lasted the budget (two minutes, `Retry-After` included)."""
 
 
 @dataclass
@@ -100,6 +102,8 @@ class _Work:
     keys: list[int]
     attempts: int = 0
     generation: int = 0
+    started: float = 0.0
+    """When the call was first sent (the 429 budget counts from there)."""
 
 
 async def run_requests(
@@ -210,7 +214,10 @@ async def run_requests(
 class _Schedule:
     """The calls of one run: what may start now, and what each answer or failure does.
 
-    Shared by the worker threads; every method runs under one condition lock.
+    Shared by the worker threads; every method runs under one lock. Idle workers wait on
+    `cond` until there is work they may start; at most one of them (the timekeeper) waits
+    on `timer` for the next delayed retry or the end of a `Retry-After` pause, so a retry
+    coming due wakes one thread, not every idle one.
     """
 
     def __init__(
@@ -230,12 +237,19 @@ class _Schedule:
         self.settle = settle
         self.stopping = stopping
         self.stopped = False
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)
+        self.timer = threading.Condition(lock)
+        self.timekeeping = False
 
     def stop(self) -> None:
         with self.cond:
             self.stopped = True
-            self.cond.notify_all()
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        self.cond.notify_all()
+        self.timer.notify_all()
 
     def next(self, done: _Work | None, outcome: Answer | Exception | None) -> _Work | None:
         """Take `done`'s outcome (if any), then the next call to make (None: no more)."""
@@ -246,7 +260,7 @@ class _Schedule:
                 if self.stopping():
                     self.stopped = True
                 if self.stopped or self._finished():
-                    self.cond.notify_all()  # every waiting worker has to go home
+                    self._wake_all()  # every waiting worker has to go home
                 else:
                     self._wake_others()
             while True:
@@ -259,13 +273,24 @@ class _Schedule:
                 if self.ready and self.running < self.limiter.limit and not paused:
                     work = self.ready.popleft()
                     work.generation = self.limiter.generation
+                    if not work.attempts:
+                        work.started = now
                     self.running += 1
                     self.stats.calls += 1
+                    if (self.delayed or paused) and not self.timekeeping:
+                        self.cond.notify()  # someone idle keeps time in this one's place
                     return work
                 waits = [self.delayed[0][0] - now] if self.delayed else []
                 if self.ready and paused:
                     waits.append(paused)
-                self.cond.wait(max(0.001, min(waits)) if waits else None)
+                if waits and not self.timekeeping:
+                    self.timekeeping = True
+                    try:
+                        self.timer.wait(max(0.001, min(waits)))
+                    finally:
+                        self.timekeeping = False
+                else:
+                    self.cond.wait()
 
     def _finished(self) -> bool:
         return not (self.ready or self.delayed or self.running)
@@ -275,6 +300,7 @@ class _Schedule:
         startable = min(len(self.ready), self.limiter.limit - self.running) - 1  # this one
         if startable > 0:
             self.cond.notify(startable)
+            self.timer.notify()
 
     def _take(self, work: _Work, outcome: Answer | Exception | None) -> None:
         if isinstance(outcome, Answer):
@@ -289,13 +315,16 @@ class _Schedule:
             self.stats.rate_limited += 1
             retry_after = getattr(outcome, "retry_after", None)
             self.limiter.on_rate_limited(work.generation, self.running, retry_after)
-            delay = RATE_LIMIT_RETRY.delay(work.attempts, outcome)  # type: ignore[arg-type]
+            now = time.monotonic()
+            delay = RATE_LIMIT_RETRY.delay(work.attempts, outcome, elapsed=now - work.started)
             if delay is None:
                 for key in work.keys:
                     self.settle(key, Outcome(None, outcome))
                 return
             work.attempts += 1
-            heapq.heappush(self.delayed, (time.monotonic() + delay, next(self.order), work))
+            heapq.heappush(self.delayed, (now + delay, next(self.order), work))
+            if self.delayed[0][2] is work:
+                self.timer.notify()  # due before what the timekeeper waits for
         elif len(work.keys) > 1 and outcome is not None and is_per_item(outcome):
             self.ready.extendleft(_Work([k]) for k in reversed(work.keys))
         else:

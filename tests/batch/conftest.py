@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from langchain_servingx.batch._limiter import LEARNED
 from tests.spark_session import spark
 
 __all__ = ["closing", "spark"]
@@ -20,3 +21,11 @@ def closing() -> Iterator[Callable[[Any], Any]]:
     yield keep
     for model in opened:
         model.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits() -> Iterator[None]:
+    """Every test starts from slow start: no concurrency learned by an earlier test."""
+    LEARNED.clear()
+    yield
+    LEARNED.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from typing import Any
@@ -21,6 +22,8 @@ from langchain_servingx import (
     aai_query,
     ai_query,
 )
+from langchain_servingx.batch import _runner
+from langchain_servingx.batch._limiter import LEARNED
 from tests.batch.endpoints import (
     CHAT,
     EMBEDDINGS,
@@ -108,7 +111,7 @@ def test_fail_on_error_raises_naming_the_row(serving_env: ServingTestServer) -> 
     assert "fail_on_error=False" in str(error)
 
 
-def test_rate_limited_endpoint_loses_no_row(serving_env: ServingTestServer) -> None:
+def test_rate_limited_endpoint_loses_no_row(serving_env: ServingTestServer, closing: Any) -> None:
     handler = capped(limit=4, delay=0.02)
     serving_env.handle(CHAT, handler)
     df = _frame([f"row {i}" for i in range(150)])
@@ -120,6 +123,30 @@ def test_rate_limited_endpoint_loses_no_row(serving_env: ServingTestServer) -> N
     assert out.attrs["ai_query"]["rate_limited"] == refused
     # Pacing, not hammering: far fewer refusals than rows once the limit is learned.
     assert refused < 75
+    # The next run over this endpoint starts at what this one learned (about 4), not at 8.
+    root = closing(ChatServing(endpoint="test-chat")).transport.address.root
+    resumed = LEARNED.limiter(f"{root} test-chat", 32)
+    assert 2 <= resumed.limit <= 6
+    assert not resumed.slow_start
+
+
+def test_a_row_429d_past_the_budget_fails_alone(
+    serving_env: ServingTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner retries a 429'd call for up to its budget (two minutes by default), then
+    # gives its rows the 429; the other rows are answered.
+    policy = dataclasses.replace(_runner.RATE_LIMIT_RETRY, budget=0.4, max_delay=0.05)
+    monkeypatch.setattr(_runner, "RATE_LIMIT_RETRY", policy)
+    install(serving_env)
+    df = _frame(["fine", "429:1000", "fine too"])
+    out = ai_query(df, "test-chat", "text", fail_on_error=False, progress=False)
+    assert list(out["result"]) == ["echo: fine", None, "echo: fine too"]
+    assert out["error"][0] is None
+    assert out["error"][2] is None
+    assert out["error"][1].startswith("REQUEST_LIMIT_EXCEEDED: ")
+    tries = [r for r in serving_env.requests_to(CHAT) if user_text(r) == "429:1000"]
+    assert len(tries) > 3  # retried while within the budget, then given up
+    assert out.attrs["ai_query"]["rate_limited"] == len(tries)
 
 
 def test_retry_after_pauses_the_partition(serving_env: ServingTestServer) -> None:
