@@ -8,9 +8,11 @@ it does not serve, or from an endpoint that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 from urllib.parse import quote
 
@@ -145,12 +147,13 @@ class ServingWorkspace(ConnectionFields, Closing):
 
     _transport: InvocationTransport | None = PrivateAttr(default=None)
     _listing: tuple[float, dict[str, EndpointInfo]] | None = PrivateAttr(default=None)
+    _fetching: _SingleFlight | None = PrivateAttr(default=None)
 
     # -- state -------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        state["__pydantic_private__"] = {"_transport": None, "_listing": None}
+        state["__pydantic_private__"] = {"_transport": None, "_listing": None, "_fetching": None}
         return state
 
     def __copy__(self) -> ServingWorkspace:
@@ -234,7 +237,10 @@ class ServingWorkspace(ConnectionFields, Closing):
         """
         listing = self._cached()
         if listing is None or name not in listing:
-            self.list_endpoints()
+            seen = self._listing
+            with self._single_flight().lock:
+                if self._listing is seen:  # nobody fetched it while this call waited
+                    self.list_endpoints()
             listing = self._cached() or {}
         return _task_in(listing, name)
 
@@ -242,9 +248,22 @@ class ServingWorkspace(ConnectionFields, Closing):
         """Async `endpoint_task`."""
         listing = self._cached()
         if listing is None or name not in listing:
-            await self.alist_endpoints()
+            seen = self._listing
+            async with self._single_flight().alock():
+                if self._listing is seen:
+                    await self.alist_endpoints()
             listing = self._cached() or {}
         return _task_in(listing, name)
+
+    def _single_flight(self) -> _SingleFlight:
+        """The locks that let concurrent first calls share one listing fetch."""
+        flight = self._fetching
+        if flight is None:
+            with _LOCK:
+                if self._fetching is None:
+                    self._fetching = _SingleFlight()
+                flight = self._fetching
+        return flight
 
     def _cached(self) -> dict[str, EndpointInfo] | None:
         cached = self._listing
@@ -261,6 +280,27 @@ class ServingWorkspace(ConnectionFields, Closing):
         infos = [_parse(item, None) for item in items]
         self._listing = (time.monotonic(), {info.name: info for info in infos})
         return infos
+
+
+class _SingleFlight:
+    """One listing fetch at a time per workspace: a lock per thread and per event loop.
+
+    Without it, the concurrent first calls of a batch on a cold workspace would each fetch
+    the listing.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._guard = threading.Lock()  # never held across I/O, so a loop never waits on it
+        self._alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def alock(self) -> asyncio.Lock:
+        """The running loop's lock."""
+        loop = asyncio.get_running_loop()
+        with self._guard:
+            return self._alocks.setdefault(loop, asyncio.Lock())
 
 
 class _TaskCheck:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -176,6 +177,24 @@ def test_endpoint_task_is_cached_per_workspace(server, ws, mode) -> None:
     with pytest.raises(ServingNotFoundError, match="closest names: emb"):
         run(mode, ws.endpoint_task, ws.aendpoint_task, "embb")
     assert len(server.requests) == 2  # a missing name refetches once
+
+
+@MODES
+def test_concurrent_first_calls_share_one_listing_fetch(server, ws, mode) -> None:
+    # A batch's first calls on a cold workspace all need the task: one fetch serves them.
+    endpoints = {"endpoints": [endpoint_object("emb", "llm/v1/embeddings")]}
+    server.reply(LISTING_PATH, Reply.json(endpoints, delay=0.2))
+    if mode == "sync":
+        with ThreadPoolExecutor(8) as pool:
+            tasks = list(pool.map(lambda _: ws.endpoint_task("emb"), range(8)))
+    else:
+
+        async def many() -> list[str | None]:
+            return await asyncio.gather(*(ws.aendpoint_task("emb") for _ in range(8)))
+
+        tasks = asyncio.run(many())
+    assert tasks == ["llm/v1/embeddings"] * 8
+    assert len(server.requests_to(LISTING_PATH)) == 1
 
 
 @MODES
