@@ -70,9 +70,15 @@ class AdaptiveLimiter:
         return self._limit, self.slow_start
 
     def resume(self, state: tuple[float, bool]) -> None:
-        """Start from another run's `state()` (kept below this limiter's maximum)."""
-        limit, self.slow_start = state
+        """Start from another run's `state()` (kept below this limiter's maximum).
+
+        A limit learned below the initial one (say, cut to 1 by a burst of 429s at the end
+        of the last run) resumes in slow start, so a next run is never stuck growing one
+        per round trip from there.
+        """
+        limit, slow_start = state
         self._limit = min(float(self.maximum), max(1.0, limit))
+        self.slow_start = slow_start or limit < _INITIAL
 
 
 class LearnedLimits:

@@ -65,3 +65,16 @@ def test_a_next_run_resumes_where_the_last_one_ended() -> None:
     assert learned.limiter(None, 64).limit == 8  # a Runnable: nothing shared
     learned.clear()
     assert learned.limiter("http://h/serving-endpoints chat", 64).slow_start
+
+
+def test_a_small_learned_limit_resumes_in_slow_start() -> None:
+    learned = LearnedLimits()
+    limiter = learned.limiter("k", 64)
+    limiter.on_rate_limited(limiter.generation, in_flight=0)  # one 429, nothing else in flight
+    assert (limiter.limit, limiter.slow_start) == (1, False)
+    learned.remember("k", limiter)
+    again = learned.limiter("k", 64)
+    assert (again.limit, again.slow_start) == (1, True)
+    for _ in range(6):
+        again.on_success()
+    assert again.limit == 4  # half a slot per answer (x1.5 per round trip), not 1 per round trip

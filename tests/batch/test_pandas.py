@@ -127,7 +127,7 @@ def test_rate_limited_endpoint_loses_no_row(serving_env: ServingTestServer, clos
     root = closing(ChatServing(endpoint="test-chat")).transport.address.root
     resumed = LEARNED.limiter(f"{root} test-chat", 32)
     assert 2 <= resumed.limit <= 6
-    assert not resumed.slow_start
+    assert resumed.slow_start  # below the initial 8, it ramps up quickly from there
 
 
 def test_a_row_429d_past_the_budget_fails_alone(
