@@ -6,7 +6,9 @@ first 429 ("slow start": x1.5 per round trip, so it overshoots the endpoint's li
 most half, and opens at most that many connections); each 429 then cuts it to 95 % of what
 was in flight, once per round of requests (429s from requests launched before the last cut
 say nothing new), and every answered request grows it by 1/limit, i.e. by one per round
-trip. A `Retry-After` pauses new requests until it has passed.
+trip, and by a quarter of that within one of the level the last 429 came at (TCP CUBIC's
+plateau: the limit dwells just below the endpoint's, probing past it every few round
+trips rather than every one). A `Retry-After` pauses new requests until it has passed.
 
 What a run learned is kept per endpoint for the process (`LEARNED`): the next run over the
 same endpoint (a notebook's next `ai_query`, an executor's next query) starts where the
@@ -23,12 +25,13 @@ __all__ = ["LEARNED", "AdaptiveLimiter", "LearnedLimits"]
 _INITIAL = 8
 _SLOW_START_STEP = 0.5
 _DECREASE = 0.95
+_PLATEAU = 0.25
 
 
 class AdaptiveLimiter:
     """How many requests may be in flight now, learned from answers and 429s."""
 
-    __slots__ = ("_limit", "generation", "maximum", "paused_until", "slow_start")
+    __slots__ = ("_limit", "ceiling", "generation", "maximum", "paused_until", "slow_start")
 
     def __init__(self, maximum: int, *, initial: int = _INITIAL) -> None:
         if maximum < 1:
@@ -36,6 +39,7 @@ class AdaptiveLimiter:
         self.maximum = maximum
         self._limit = float(min(maximum, max(1, initial)))
         self.slow_start = True
+        self.ceiling = 0.0
         self.generation = 0
         self.paused_until = 0.0
 
@@ -49,8 +53,16 @@ class AdaptiveLimiter:
         return max(0.0, self.paused_until - time.monotonic())
 
     def on_success(self) -> None:
-        """An answer came back: grow (fast before the first 429, slowly after)."""
-        step = _SLOW_START_STEP if self.slow_start else 1.0 / self._limit
+        """An answer came back: grow (fast before the first 429, slowly after).
+
+        Slower still within one of the level the last 429 came at.
+        """
+        if self.slow_start:
+            step = _SLOW_START_STEP
+        elif self.ceiling - 1 <= self._limit < self.ceiling + 1:
+            step = _PLATEAU / self._limit
+        else:
+            step = 1.0 / self._limit  # below it after a cut, or past it: the limit moved
         self._limit = min(float(self.maximum), self._limit + step)
 
     def on_rate_limited(
@@ -62,7 +74,8 @@ class AdaptiveLimiter:
         if generation < self.generation:
             return  # launched before the last cut: that cut already answered this congestion
         self.slow_start = False
-        self._limit = max(1.0, min(self._limit, in_flight + 1) * _DECREASE)
+        self.ceiling = min(self._limit, in_flight + 1)
+        self._limit = max(1.0, self.ceiling * _DECREASE)
         self.generation += 1
 
     def state(self) -> tuple[float, bool]:

@@ -37,6 +37,21 @@ def test_one_cut_per_round_then_slow_growth() -> None:
     assert limiter.limit == 29  # 95 % of 31
 
 
+def test_growth_dwells_just_below_the_last_429() -> None:
+    limiter = AdaptiveLimiter(64, initial=40)
+    limiter.on_rate_limited(limiter.generation, in_flight=32)  # refused at 33
+    assert limiter.limit == 31
+    for _ in range(21):  # back to 32, the level below the 429, at one per round trip
+        limiter.on_success()
+    assert limiter.limit == 32
+    for _ in range(3 * 32):  # three round trips at 32: a quarter step each
+        limiter.on_success()
+    assert limiter.limit == 32  # not yet probing 33 again
+    for _ in range(2 * 32):
+        limiter.on_success()
+    assert limiter.limit == 33  # the probe, after about four round trips
+
+
 def test_retry_after_pauses() -> None:
     limiter = AdaptiveLimiter(4)
     assert limiter.paused_for() == 0
