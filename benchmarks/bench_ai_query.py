@@ -19,7 +19,7 @@ round, against the raw floor and the naive UDF (medians of the same round's rati
 requests the server saw (429s included) and rows lost, writes
 `benchmarks/results/ai_query.json` and a plot, `benchmarks/ai_query.png`.
 
-Run: `.venv/bin/python benchmarks/bench_ai_query.py [--rows 2000] [--rounds 5]`
+Run: `.venv/bin/python benchmarks/bench_ai_query.py [--rows 2000] [--rounds 7]`
 (needs the `batch`, `spark` and `bench` extras: `make bench`).
 """
 
@@ -232,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--naive-rows", type=int, default=200, help="the naive UDF is ~30x slower")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument("--warmup-rows", type=int, default=64)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks")
