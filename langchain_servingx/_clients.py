@@ -1,5 +1,7 @@
 """Pooled httpx clients: one sync client, one async client per event loop, all closed.
 
+The sync client sends on a `PooledTransport` (`_pool`), shared by every thread.
+
 An `httpx.AsyncClient` belongs to the loop it first ran on and must be closed on it. Each
 one is paired with a small *keeper* async generator started on that loop: `asyncio.run`,
 `asyncio.Runner` and pytest-asyncio close every live async generator before they close the
@@ -20,6 +22,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+
+from langchain_servingx._pool import PooledTransport
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -54,7 +58,11 @@ class ClientPool:
         if client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = httpx.Client(**self._client_kwargs())
+                    kwargs = self._client_kwargs()
+                    # Threads share the sync client: its pool's cost must not grow with
+                    # its size (`_pool`). The async clients keep httpcore's pool.
+                    transport = PooledTransport(limits=kwargs.get("limits", httpx.Limits()))
+                    self._client = httpx.Client(transport=transport, **kwargs)
                 client = self._client
         return client
 

@@ -7,6 +7,7 @@ assert on `server.requests`. No httpx internals are mocked: everything crosses a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -196,6 +197,11 @@ class ServingTestServer:
                 with server._lock:
                     server.open_connections -= 1
                 super().finish()
+
+            def handle(self) -> None:
+                # A client closing a kept-alive connection while we wait for more is normal.
+                with contextlib.suppress(ConnectionResetError):
+                    super().handle()
 
             def do_GET(self) -> None:
                 self._serve()
