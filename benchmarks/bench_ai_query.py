@@ -4,6 +4,7 @@ A canned chat endpoint in its own process answers after 50 ms and refuses (429) 
 request beyond 32 in flight, so no client can beat 32 / 50 ms = 640 rows/s (the bound).
 Over the same rows, in one run:
 - raw floor: a thread pool of 32 plain httpx posts (the machine's own limit here);
+- the same posts on the package's sync connection pool (`_pool`), which the next three use;
 - naive UDF: `df["text"].apply(lambda t: ChatOpenAI(...).invoke(t).content)`, row by row;
 - `ChatServing.batch(texts, config={"max_concurrency": 32})`;
 - `ai_query` on pandas (default `max_concurrency=64`: it must find the limit itself);
@@ -147,8 +148,8 @@ def _stats(url: str) -> dict[str, int]:
 # --------------------------------------------------------------------------------------
 
 
-def raw_floor(url: str, texts: list[str]) -> list[Any]:
-    client = httpx.Client(limits=httpx.Limits(max_connections=CAPACITY))
+def raw_floor(url: str, texts: list[str], client: httpx.Client | None = None) -> list[Any]:
+    client = client or httpx.Client(limits=httpx.Limits(max_connections=CAPACITY))
     endpoint = f"{url}/serving-endpoints/bench/invocations"
 
     def post(text: str) -> Any:
@@ -161,6 +162,14 @@ def raw_floor(url: str, texts: list[str]) -> list[Any]:
         answers = list(pool.map(post, texts))
     client.close()
     return answers
+
+
+def raw_on_our_pool(url: str, texts: list[str]) -> list[Any]:
+    """The raw floor on the package's sync pool (`_pool.StackPool`): the pool's own share."""
+    from langchain_servingx._pool import PooledTransport
+
+    limits = httpx.Limits(max_connections=CAPACITY)
+    return raw_floor(url, texts, httpx.Client(transport=PooledTransport(limits=limits)))
 
 
 def naive_udf(url: str, texts: list[str]) -> list[Any]:
@@ -247,6 +256,7 @@ def main() -> None:
     spark = None if args.no_spark else _start_spark()
     contenders: dict[str, Callable[[str, list[str]], list[Any]]] = {
         "raw httpx floor (32 threads)": raw_floor,
+        "raw posts on our pool (32 threads)": raw_on_our_pool,
         "naive pandas UDF (ChatOpenAI.invoke per row)": naive_udf,
         "ChatServing.batch (max_concurrency=32)": chat_serving_batch,
         "ai_query, pandas": ai_query_pandas,
