@@ -11,9 +11,10 @@ import pytest
 
 from langchain_servingx import _transport as transport_module
 from langchain_servingx._clients import ClientPool
-from tests.serving_server import ServingTestServer
+from tests.serving_server import Reply, ServingTestServer, chat_response
 
 TEST_TOKEN = "dapi-test-token-0123456789"
+EP_PATH = "/serving-endpoints/ep/invocations"  # the `ep` fixture's endpoint
 
 _ENV_VARS = (
     "DATABRICKS_HOST",
@@ -67,6 +68,14 @@ def server(_server_instance: ServingTestServer) -> Iterator[ServingTestServer]:
     _server_instance.reset()
     yield _server_instance
     _server_instance.reset()
+
+
+@pytest.fixture
+def ep(server: ServingTestServer) -> ServingTestServer:
+    """The test endpoint, `ep` answering a chat reply, once earlier tests' sockets closed."""
+    server.wait_for_connections(0)  # earlier tests' clients are closed by now
+    server.reply(EP_PATH, Reply.json(chat_response()))
+    return server
 
 
 @pytest.fixture

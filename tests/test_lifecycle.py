@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from langchain_servingx import ChatServing, ServingEmbeddings, ServingLLM, ServingWorkspace
-from tests.conftest import TEST_TOKEN
+from tests.conftest import EP_PATH, TEST_TOKEN
 from tests.serving_server import (
     Reply,
     ServingTestServer,
@@ -26,14 +26,7 @@ from tests.serving_server import (
     embedding_response,
 )
 
-PATH = "/serving-endpoints/ep/invocations"
-
-
-@pytest.fixture
-def ep(server: ServingTestServer) -> ServingTestServer:
-    server.wait_for_connections(0)  # earlier tests' clients are closed by now
-    server.reply(PATH, Reply.json(chat_response()))
-    return server
+PATH = EP_PATH
 
 
 @contextmanager

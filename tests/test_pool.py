@@ -18,17 +18,10 @@ import pytest
 
 from langchain_servingx import ChatServing, ServingConnectionError, ServingTimeoutError
 from langchain_servingx._pool import PooledTransport, StackPool
-from tests.conftest import TEST_TOKEN
+from tests.conftest import EP_PATH, TEST_TOKEN
 from tests.serving_server import Reply, ServingTestServer, chat_response
 
-PATH = "/serving-endpoints/ep/invocations"
-
-
-@pytest.fixture
-def ep(server: ServingTestServer) -> ServingTestServer:
-    server.wait_for_connections(0)  # earlier tests' clients are closed by now
-    server.reply(PATH, Reply.json(chat_response()))
-    return server
+PATH = EP_PATH
 
 
 @pytest.fixture
