@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from langchain_core.language_models import LanguageModelInput
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -185,7 +186,8 @@ def chat_serving_batch(url: str, texts: list[str]) -> list[Any]:
     from langchain_servingx import ChatServing
 
     llm = ChatServing(endpoint="bench", host=url, token=TOKEN)
-    return [m.text for m in llm.batch(texts, config={"max_concurrency": CAPACITY})]
+    prompts: list[LanguageModelInput] = list(texts)
+    return [m.text for m in llm.batch(prompts, config={"max_concurrency": CAPACITY})]
 
 
 def ai_query_pandas(url: str, texts: list[str]) -> list[Any]:

@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.runnables import RunnableConfig
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -147,7 +149,8 @@ def batch_floor(base: str) -> Callable[[list[str]], object]:
 
 def contenders(base: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]:
     texts = [f"text {i}" for i in range(TEXTS)]
-    prompts = [f"Question {i}?" for i in range(CALLS)]
+    questions = [f"Question {i}?" for i in range(CALLS)]
+    prompts: list[LanguageModelInput] = list(questions)
     config: RunnableConfig = {"max_concurrency": CONCURRENCY}
     embed_floor, chat_floor = embeddings_floor(base), batch_floor(base)
     embeddings = ServingEmbeddings(endpoint="bench-embed", batch_size=BATCH)
@@ -162,7 +165,7 @@ def contenders(base: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Calla
         client=httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, limits=limits),
     )
     batch: dict[str, Callable[[], Any]] = {
-        "raw floor": lambda: chat_floor(prompts),
+        "raw floor": lambda: chat_floor(questions),
         "thinnest model.batch": lambda: thinnest.batch(prompts, config),
         "ChatServing.batch": lambda: chat.batch(prompts, config),
     }
@@ -174,8 +177,8 @@ def contenders(base: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Calla
     route = f"{base}/serving-endpoints"
     their_embeddings = OpenAIEmbeddings(
         model="bench-embed",
-        base_url=route,
-        api_key=TOKEN,
+        openai_api_base=route,
+        openai_api_key=SecretStr(TOKEN),
         chunk_size=BATCH,
         check_embedding_ctx_length=False,  # raw strings, as the others send (no tokenizer)
     )
@@ -187,7 +190,7 @@ def contenders(base: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Calla
 
 def cold_batch(base: str) -> tuple[float, int]:
     """The first batch of a fresh `ChatServing`: seconds and connections opened."""
-    prompts = [f"Question {i}?" for i in range(CALLS)]
+    prompts: list[LanguageModelInput] = [f"Question {i}?" for i in range(CALLS)]
     fresh = ChatServing(endpoint="bench-chat")
     return measure(base, lambda: fresh.batch(prompts, {"max_concurrency": CONCURRENCY}))
 

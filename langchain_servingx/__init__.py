@@ -1,5 +1,7 @@
 """LangChain chat models, embeddings and LLMs on model serving endpoints."""
 
+from typing import TYPE_CHECKING
+
 from langchain_servingx._errors import (
     ServingAuthenticationError,
     ServingBrokenConnectionError,
@@ -57,6 +59,10 @@ __all__ = [
     "ai_query",
     "register_ai_query",
 ]
+
+if TYPE_CHECKING:  # typed for checkers, imported at run time on first use (`__getattr__`)
+    from langchain_servingx.batch import AIQueryError, aai_query, ai_query
+    from langchain_servingx.batch._sql import register_ai_query
 
 _BATCH = frozenset({"AIQueryError", "aai_query", "ai_query", "register_ai_query"})
 

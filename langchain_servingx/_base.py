@@ -133,7 +133,8 @@ class ServingClientBase(ConnectionFields, Closing):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy with its own connection (and `update` applied, checked like `__init__`)."""
-        copied = super().model_copy(update=update, deep=deep)
+        # pydantic < 2.10 types `update` as a dict (a Mapping since): give it one.
+        copied = super().model_copy(update=None if update is None else dict(update), deep=deep)
         if update and copied.workspace is not None:
             _refuse_both(set(update) | copied.model_fields_set)
         return copied

@@ -4,8 +4,13 @@ Needs the `batch` extra for pandas (`pip install "langchain-servingx[batch]"`) a
 `spark` extra for Spark; the core package never imports either.
 """
 
+from typing import TYPE_CHECKING
+
 from langchain_servingx.batch._api import aai_query, ai_query
 from langchain_servingx.batch._plan import AIQueryError
+
+if TYPE_CHECKING:  # typed for checkers, imported at run time on first use (it imports pyspark)
+    from langchain_servingx.batch._sql import register_ai_query
 
 __all__ = ["AIQueryError", "aai_query", "ai_query", "register_ai_query"]
 
