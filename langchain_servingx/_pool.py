@@ -82,7 +82,6 @@ class StackPool:
             if not (reused and connection.has_expired()):
                 return connection
             self._discard(connection)
-            connection.close()
 
     def _reuse_or_open(
         self, origin: httpcore.Origin, deadline: float | None, stale: list[httpcore.HTTPConnection]
@@ -135,17 +134,17 @@ class StackPool:
         return connection
 
     def _discard(self, connection: httpcore.HTTPConnection) -> None:
-        """A busy connection that will not come back (closed, broken or expired)."""
+        """Close a busy connection that will not come back (broken, expired, half-read)."""
         with self._lock:
             self._busy -= 1
             self._open.discard(connection)
             self._freed.notify()
+        connection.close()
 
     def _give_back(self, connection: httpcore.HTTPConnection, origin: httpcore.Origin) -> None:
         """A response was closed: keep its connection if it can serve another request."""
         if not connection.is_idle():
             self._discard(connection)
-            connection.close()
             return
         with self._lock:
             self._busy -= 1
@@ -179,11 +178,9 @@ class StackPool:
                 response = connection.handle_request(request)
             except httpcore.ConnectionNotAvailable:
                 self._discard(connection)
-                connection.close()
                 continue  # closed under us: take another
             except BaseException:
                 self._discard(connection)
-                connection.close()
                 raise
             stream = cast("Iterable[bytes]", response.stream)  # a sync connection's
             return httpcore.Response(
